@@ -1,0 +1,1 @@
+"""LibMTL adapters: the RepMTL weighting, the RepHPS architecture, the plugin host, compatibility."""
