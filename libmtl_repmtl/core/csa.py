@@ -1,0 +1,125 @@
+"""CSA: cross-task saliency alignment (a sample-wise contrastive term, minimised).
+
+For sample ``b`` let ``S_tb`` be ``S_t[b]`` as a ``C x N`` matrix and ``A_b = [mean_n S_1b, ..., mean_n S_Tb]``
+(``C x T``). Task affinity ``M_tb = S_tb S_tb^T``, anchor affinity ``Â_b = A_b A_b^T`` (both ``C x C``),
+flattened and L2-normalised to ``m_tb`` and ``a_b``. Positives ``(a_b, m_tb)``, negatives ``(a_b, a_k)``,
+``k != b``; cosine similarity, temperature ``tau``::
+
+    L_csa = mean_{b,t} -log( exp(a_b.m_tb / tau) / sum_{k != b} exp(a_b.a_k / tau) )
+
+No ``C x C`` matrix is ever formed: every quantity is a Frobenius product with a cheap form,
+
+* ``<Â_b, M_tb> = ||A_b^T S_tb||^2``                  (``T x N``),
+* ``||M_tb||    = ||S_tb^T S_tb||`` or ``||S_tb S_tb^T||`` (the smaller of ``N x N`` and ``C x C``),
+* ``||Â_b||     = ||A_b^T A_b||``                       (``T x T``),
+* ``<Â_b, Â_k> = ||A_b^T A_k||^2``                     (``T x T``).
+
+A zero affinity matrix has no direction: its cosines are defined as 0 (no NaN, no gradient).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from libmtl_repmtl.core.saliency import global_rescale, stack_saliencies, warn_once
+
+#: Gathers a per-rank tensor ``(B_local, ...)`` into the global ``(B_global, ...)`` one, keeping gradients
+#: for the local slice, and returns ``(global_tensor, offset_of_local_slice)``.
+GatherFn = Callable[[Tensor], tuple[Tensor, int]]
+
+
+def _safe_sqrt(x: Tensor) -> Tensor:
+    ok = x > 0
+    return torch.where(ok, torch.sqrt(torch.where(ok, x, torch.ones_like(x))), torch.zeros_like(x))
+
+
+def _safe_div(num: Tensor, den: Tensor) -> Tensor:
+    ok = den > 0
+    return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(num))
+
+
+def affinity_norms(stacked: Tensor) -> Tensor:
+    """``||M_tb||_F`` for all tasks and samples without forming ``C x C`` matrices.
+
+    Args:
+        stacked: ``(T, B, C, N)``.
+
+    Returns:
+        ``(T, B)``.
+    """
+    channels, positions = stacked.shape[-2], stacked.shape[-1]
+    if positions <= channels:
+        gram = torch.einsum("tbcn,tbcm->tbnm", stacked, stacked)
+    else:
+        gram = torch.einsum("tbcn,tbdn->tbcd", stacked, stacked)
+    return _safe_sqrt(gram.pow(2).sum(dim=(-2, -1)))
+
+
+def csa_similarities(stacked: Tensor, gather: GatherFn | None = None) -> tuple[Tensor, Tensor, int]:
+    """Positive and negative cosine similarities of CSA.
+
+    Args:
+        stacked: ``(T, B, C, N)`` saliencies (globally rescaled or not: cosines are scale-invariant).
+        gather: optional distributed gather of the anchors (see :data:`GatherFn`); negatives are then
+            drawn from the global batch.
+
+    Returns:
+        ``pos`` ``(T, B)`` with ``cos(a_b, m_tb)``; ``neg`` ``(B, B_all)`` with ``cos(a_b, a_k)`` against
+        every anchor ``k`` of the (global) batch; ``offset``: the index in ``B_all`` of local sample 0.
+    """
+    anchors = stacked.mean(dim=-1).permute(1, 2, 0)  # (B, C, T)
+    # <Â_b, M_tb> = ||A_b^T S_tb||^2
+    proj = torch.einsum("bcs,tbcn->tbsn", anchors, stacked)
+    pos_num = proj.pow(2).sum(dim=(-2, -1))  # (T, B)
+    m_norm = affinity_norms(stacked)  # (T, B)
+    a_norm = _safe_sqrt(torch.einsum("bcs,bcu->bsu", anchors, anchors).pow(2).sum(dim=(-2, -1)))  # (B,)
+    pos = _safe_div(pos_num, a_norm.unsqueeze(0) * m_norm)
+
+    offset = 0
+    all_anchors, all_norms = anchors, a_norm
+    if gather is not None:
+        all_anchors, offset = gather(anchors)
+        all_norms, _ = gather(a_norm)
+    # <Â_b, Â_k> = ||A_b^T A_k||^2
+    cross = torch.einsum("bcs,kcu->bksu", anchors, all_anchors).pow(2).sum(dim=(-2, -1))  # (B, B_all)
+    neg = _safe_div(cross, a_norm.unsqueeze(1) * all_norms.unsqueeze(0))
+    return pos, neg, offset
+
+
+def csa_loss(
+    saliencies: Sequence[Tensor] | Tensor,
+    tau: float = 0.1,
+    gather: GatherFn | None = None,
+) -> Tensor:
+    """The CSA contrastive term ``L_csa``.
+
+    Args:
+        saliencies: ``T`` tensors ``(B, C, *spatial)`` (or ``(B, C)``), or a stacked ``(T, B, C, N)``.
+        tau: temperature (> 0).
+        gather: optional distributed gather of anchors for global negatives (see :func:`csa_similarities`).
+
+    Returns:
+        Scalar, in at least float32. With a (global) batch of 1 there are no negatives: the term is skipped
+        (0, warned once), never NaN.
+    """
+    if tau <= 0:
+        raise ValueError(f"CSA temperature tau must be > 0, got {tau}")
+    stacked = saliencies if isinstance(saliencies, Tensor) else stack_saliencies(saliencies)
+    stacked = global_rescale(stacked)
+    pos, neg, offset = csa_similarities(stacked, gather)
+    batch, batch_all = neg.shape
+    if batch_all < 2:
+        warn_once("csa-batch-1", "Rep-MTL: batch of 1 sample has no CSA negatives; the CSA term is skipped")
+        return stacked.sum() * 0.0
+    self_mask = torch.zeros_like(neg, dtype=torch.bool)
+    self_mask[torch.arange(batch), torch.arange(batch) + offset] = True
+    logits = (neg / tau).masked_fill(self_mask, float("-inf"))
+    log_denominator = torch.logsumexp(logits, dim=1)  # (B,)
+    per_pair = -pos / tau + log_denominator.unsqueeze(0)  # (T, B)
+    return per_pair.mean()
+
+
+__all__ = ["GatherFn", "affinity_norms", "csa_loss", "csa_similarities"]

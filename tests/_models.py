@@ -1,0 +1,93 @@
+"""Small float64 models and a LibMTL-style model builder shared by the method tests."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from libmtl_repmtl.libmtl.bases import LibMTL
+
+DT = torch.float64
+
+
+class DenseEncoder(nn.Module):
+    """``(B, 3, H, W) -> (B, C, H, W)``."""
+
+    def __init__(self, channels: int = 5) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1), nn.Tanh(), nn.Conv2d(channels, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class VectorEncoder(nn.Module):
+    """``(B, 6) -> (B, C)`` (a pooled-classifier-like representation)."""
+
+    def __init__(self, channels: int = 5) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(6, channels), nn.Tanh(), nn.Linear(channels, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def make_heads(tasks: list[str], dense: bool, channels: int = 5) -> nn.ModuleDict:
+    if dense:
+        return nn.ModuleDict({t: nn.Sequential(nn.Conv2d(channels, 4, 1), nn.Tanh(), nn.Conv2d(4, 2, 1))
+                              for t in tasks})
+    return nn.ModuleDict({t: nn.Sequential(nn.Linear(channels, 4), nn.Tanh(), nn.Linear(4, 2)) for t in tasks})
+
+
+def task_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (pred - target).pow(2).mean()
+
+
+def build_model(arch: type, weighting: type, tasks: list[str], dense: bool, multi_input: bool,
+                rep_grad: bool, channels: int = 5, dtype: torch.dtype = DT) -> nn.Module:
+    """Compose ``class MTLmodel(arch, weighting)`` exactly as LibMTL's Trainer does, on the CPU."""
+
+    class MTLmodel(arch, weighting):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            encoder = DenseEncoder if dense else VectorEncoder
+            super().__init__(tasks, lambda: encoder(channels), make_heads(tasks, dense, channels), rep_grad,
+                             multi_input, torch.device("cpu"))
+            self.init_param()
+
+    return MTLmodel().to(dtype)
+
+
+def make_batch(tasks: list[str], dense: bool, multi_input: bool, batch: int | list[int],
+               seed: int = 0, dtype: torch.dtype = DT) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Inputs (one, or one per task) and per-task targets."""
+    g = torch.Generator().manual_seed(seed)
+    sizes = batch if isinstance(batch, list) else [batch] * len(tasks)
+
+    def x(b: int) -> torch.Tensor:
+        shape = (b, 3, 4, 5) if dense else (b, 6)
+        return torch.randn(*shape, generator=g, dtype=dtype)
+
+    inputs = [x(b) for b in sizes] if multi_input else [x(sizes[0])]
+    targets = []
+    for t in range(len(tasks)):
+        b = sizes[t] if multi_input else sizes[0]
+        shape = (b, 2, 4, 5) if dense else (b, 2)
+        targets.append(torch.randn(*shape, generator=g, dtype=dtype))
+    return inputs, targets
+
+
+def forward_losses(model: nn.Module, tasks: list[str], inputs: list[torch.Tensor],
+                   targets: list[torch.Tensor], multi_input: bool) -> torch.Tensor:
+    """Forward pass and ``(T,)`` loss tensor, the way LibMTL's Trainer builds them."""
+    losses = torch.zeros(len(tasks), dtype=inputs[0].dtype)
+    if multi_input:
+        for tn, task in enumerate(tasks):
+            losses[tn] = task_loss(model(inputs[tn], task)[task], targets[tn])
+    else:
+        preds = model(inputs[0])
+        for tn, task in enumerate(tasks):
+            losses[tn] = task_loss(preds[task], targets[tn])
+    return losses
+
+
+HPS = LibMTL.architecture.HPS

@@ -1,0 +1,5 @@
+"""Shared test configuration."""
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")

@@ -1,0 +1,192 @@
+"""Properties of the TSR and CSA terms and the method's behaviour on edge cases."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import libmtl_repmtl.core.saliency as saliency_module
+from libmtl_repmtl.core import (
+    NonFiniteLossError,
+    RepMTLConfig,
+    csa_loss,
+    regularised_objective,
+    tsr_entropy_map,
+    tsr_loss,
+)
+from libmtl_repmtl.core.reference import naive_csa, naive_tsr
+from libmtl_repmtl.libmtl.architecture import RepHPS
+from libmtl_repmtl.libmtl.weighting import RepMTL
+from tests._models import build_model, forward_losses, make_batch
+
+shapes = st.tuples(
+    st.integers(1, 4),  # T
+    st.integers(1, 4),  # B
+    st.integers(1, 5),  # C
+    st.integers(1, 3),  # H
+    st.integers(1, 3),  # W
+)
+
+
+def _saliencies(shape, seed, scale=1.0, dtype=torch.float64):
+    t, b, c, h, w = shape
+    g = torch.Generator().manual_seed(seed)
+    return [scale * torch.randn(b, c, h, w, generator=g, dtype=dtype) for _ in range(t)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(shape=shapes, seed=st.integers(0, 2**16), log_scale=st.floats(-12, 3))
+def test_tsr_is_an_entropy_in_0_log_t(shape, seed, log_scale):
+    sal = _saliencies(shape, seed, 10.0**log_scale)
+    value = tsr_loss(sal).item()
+    assert -1e-12 <= value <= math.log(shape[0]) + 1e-12
+
+
+@settings(max_examples=30, deadline=None)
+@given(shape=shapes, seed=st.integers(0, 2**16))
+def test_tsr_maximal_for_equal_saliencies(shape, seed):
+    t = shape[0]
+    one = _saliencies((1, *shape[1:]), seed)[0]
+    value = tsr_loss([one.clone() for _ in range(t)]).item()
+    assert value == pytest.approx(math.log(t), abs=1e-12)
+
+
+def test_tsr_zero_with_one_task_and_matches_reference():
+    sal = _saliencies((1, 3, 4, 2, 2), 0)
+    assert tsr_loss(sal).item() == 0.0
+    sal = _saliencies((3, 2, 4, 2, 3), 1)
+    assert tsr_loss(sal).item() == pytest.approx(naive_tsr(sal).item(), rel=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=shapes.filter(lambda s: s[1] >= 2), seed=st.integers(0, 2**16),
+       log_scale=st.floats(-9, 4), tau=st.floats(0.05, 2.0))
+def test_csa_invariant_to_one_global_rescaling(shape, seed, log_scale, tau):
+    sal = _saliencies(shape, seed)
+    base = csa_loss(sal, tau).item()
+    scaled = csa_loss([s * 10.0**log_scale for s in sal], tau).item()
+    assert scaled == pytest.approx(base, rel=1e-9, abs=1e-9)
+    assert base == pytest.approx(naive_csa(sal, tau).item(), rel=1e-9)
+
+
+def test_tiny_saliencies_in_float32_match_float64():
+    """Saliency entries of 1e-9: the exact global rescale keeps float32 CSA/TSR accurate."""
+    sal64 = _saliencies((3, 4, 16, 3, 3), 3, scale=1e-9)
+    sal32 = [s.float() for s in sal64]
+    assert csa_loss(sal32).item() == pytest.approx(csa_loss(sal64).item(), rel=1e-4)
+    assert tsr_loss(sal32).item() == pytest.approx(tsr_loss(sal64).item(), rel=1e-4)
+
+
+def _reps(batch=3, tasks=2, channels=4, dtype=torch.float64):
+    z = torch.randn(batch, channels, 2, 2, dtype=dtype)
+    return [z.detach().clone().requires_grad_() for _ in range(tasks)]
+
+
+def test_all_zero_saliency_gives_finite_values_and_gradients():
+    copies = _reps()
+    # Losses independent of the representation: every saliency is exactly zero.
+    w = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    losses = torch.stack([w * 1.0 + 0 * c.sum() for c in copies])
+    terms = regularised_objective(losses, copies, RepMTLConfig())
+    assert all(torch.isfinite(x) for x in (terms.total, terms.tsr, terms.csa))
+    terms.total.backward()
+    assert torch.isfinite(w.grad) and all(torch.isfinite(c.grad).all() for c in copies)
+
+
+def test_one_zero_task_saliency_is_finite():
+    copies = _reps(tasks=3)
+    losses = torch.stack([copies[0].pow(2).mean(), copies[1].sin().mean() + 2, 0 * copies[2].sum() + 1])
+    terms = regularised_objective(losses, copies, RepMTLConfig())
+    terms.total.backward()
+    assert torch.isfinite(terms.total) and all(torch.isfinite(c.grad).all() for c in copies)
+
+
+def test_batch_of_one_skips_csa_with_one_warning():
+    saliency_module._WARNED.discard("csa-batch-1")
+    copies = _reps(batch=1)
+    losses = torch.stack([c.pow(2).mean() + 1 for c in copies])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            terms = regularised_objective(losses, copies, RepMTLConfig())
+    assert terms.csa.item() == 0.0 and torch.isfinite(terms.total)
+    assert sum("no CSA negatives" in str(w.message) for w in caught) == 1
+
+
+def test_single_task_is_log_loss_plus_zero_regularisers():
+    copies = _reps(tasks=1)
+    losses = torch.stack([copies[0].pow(2).mean() + 1])
+    terms = regularised_objective(losses, copies, RepMTLConfig())
+    assert terms.tsr.item() == 0.0
+    assert terms.total.item() == pytest.approx(math.log(losses.item() + 1e-8) + 0.9 * terms.csa.item())
+
+
+def test_non_finite_loss_names_task_and_step_and_updates_nothing():
+    tasks = ["seg", "depth", "normal"]
+    model = build_model(RepHPS, RepMTL, tasks, True, False, False)
+    inputs, targets = make_batch(tasks, True, False, 2)
+    losses = forward_losses(model, tasks, inputs, targets, False)
+    model.backward(losses)  # step 0 fine
+    model.zero_grad(set_to_none=True)
+    losses = forward_losses(model, tasks, inputs, targets, False)
+    losses = losses * torch.tensor([1.0, float("nan"), 1.0], dtype=losses.dtype)
+    with pytest.raises(NonFiniteLossError, match=r"'depth' = nan.*step 1|step 1.*'depth' = nan"):
+        model.backward(losses)
+    assert all(p.grad is None for p in model.parameters()), "no gradient may be applied"
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_saliency_terms_in_float32(dtype):
+    from libmtl_repmtl.core import task_saliencies
+
+    copies = [c.to(dtype).detach().requires_grad_() for c in _reps(dtype=torch.float32)]
+    losses = torch.stack([(c.float() ** 2).mean() + 1 for c in copies])
+    sal = task_saliencies(torch.log(losses), copies)
+    assert all(s.dtype == torch.float32 for s in sal)
+    terms = regularised_objective(losses, copies, RepMTLConfig())
+    assert terms.tsr.dtype == torch.float32 and terms.csa.dtype == torch.float32
+    assert torch.isfinite(terms.total)
+
+
+def test_rephps_copies_are_float32_for_half_models():
+    tasks = ["a", "b"]
+    model = build_model(RepHPS, RepMTL, tasks, False, False, False, dtype=torch.bfloat16)
+    inputs, targets = make_batch(tasks, False, False, 3, dtype=torch.bfloat16)
+    losses = forward_losses(model, tasks, inputs, targets, False).float()
+    assert all(c.dtype == torch.float32 for c in model.rep_tasks.values())
+    model.backward(losses)
+    assert all(p.grad is not None and torch.isfinite(p.grad.float()).all() for p in model.parameters())
+
+
+def test_entropy_map_shape():
+    sal = _saliencies((3, 2, 4, 3, 5), 0)
+    assert tuple(tsr_entropy_map(sal).shape) == (2, 3, 5)
+
+
+def test_config_validation_and_weight_args_round_trip():
+    cfg = RepMTLConfig(lambda_tsr=0.7, lambda_csa=1.1, tau=0.2, log_loss=False)
+    assert RepMTLConfig.from_weight_args(cfg.to_weight_args()) == cfg
+    assert RepMTLConfig.from_weight_args({"RepMTL_log_loss": "false", "T": 2.0}).log_loss is False
+    with pytest.raises(ValueError, match="tau"):
+        RepMTLConfig(tau=0)
+    with pytest.raises(ValueError, match="RepMTL_lambda_csa"):
+        RepMTLConfig.from_weight_args({"RepMTL_lambda_csa": "abc"})
+    with pytest.raises(ValueError, match=">= 0"):
+        RepMTLConfig(lambda_tsr=-1)
+
+
+def test_unsupported_architecture_refused_at_construction():
+    from libmtl_repmtl.libmtl.bases import AbsArchitecture
+
+    class Custom(AbsArchitecture):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.encoder = self.encoder_class()
+
+    with pytest.raises(ValueError, match="RepHPS"):
+        build_model(Custom, RepMTL, ["a", "b"], False, False, False)
