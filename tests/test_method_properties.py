@@ -190,3 +190,11 @@ def test_unsupported_architecture_refused_at_construction():
 
     with pytest.raises(ValueError, match="RepHPS"):
         build_model(Custom, RepMTL, ["a", "b"], False, False, False)
+
+
+def test_materialised_reference_equals_loop_reference():
+    from libmtl_repmtl.core.reference import materialised_csa, materialised_tsr
+
+    sal = _saliencies((3, 4, 5, 2, 3), 7)
+    assert materialised_csa(sal, 0.3).item() == pytest.approx(naive_csa(sal, 0.3).item(), rel=1e-12)
+    assert materialised_tsr(sal).item() == pytest.approx(naive_tsr(sal).item(), rel=1e-12)

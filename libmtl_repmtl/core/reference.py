@@ -78,3 +78,29 @@ def naive_objective(losses: Sequence[Tensor], reps: Sequence[Tensor], config: Re
     if config.lambda_csa > 0 and batch > 1:
         total = total + config.lambda_csa * naive_csa(saliencies, config.tau)
     return total
+
+
+def materialised_csa(saliencies: Sequence[Tensor], tau: float) -> Tensor:
+    """``L_csa`` with every ``C x C`` matrix formed, vectorised over samples and tasks.
+
+    The cost baseline of ``benchmarks/step_cost.py`` ("naive" formulation); equal to :func:`naive_csa`.
+    """
+    batch, channels = saliencies[0].shape[:2]
+    s = torch.stack([x.reshape(batch, channels, -1) for x in saliencies])  # T, B, C, N
+    anchors = s.mean(dim=-1).permute(1, 2, 0)  # B, C, T
+    a_hat = (anchors @ anchors.transpose(1, 2)).reshape(batch, -1)  # B, C*C
+    a_hat = a_hat / a_hat.norm(dim=1, keepdim=True)
+    m = (s @ s.transpose(2, 3)).reshape(s.shape[0], batch, -1)  # T, B, C*C
+    m = m / m.norm(dim=2, keepdim=True)
+    pos = (a_hat.unsqueeze(0) * m).sum(dim=2)  # T, B
+    neg = a_hat @ a_hat.T  # B, B
+    eye = torch.eye(batch, dtype=torch.bool, device=neg.device)
+    log_den = torch.logsumexp((neg / tau).masked_fill(eye, float("-inf")), dim=1)
+    return (-pos / tau + log_den.unsqueeze(0)).mean()
+
+
+def materialised_tsr(saliencies: Sequence[Tensor]) -> Tensor:
+    """``L_tsr`` vectorised straight from the formula (no guards; assumes no all-zero position)."""
+    mags = torch.stack([x.mean(dim=1).abs().reshape(-1) for x in saliencies])  # T, B*N
+    p = mags / mags.sum(dim=0, keepdim=True)
+    return -(p * torch.log(p)).sum(dim=0).mean()
