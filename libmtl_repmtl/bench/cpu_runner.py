@@ -72,6 +72,28 @@ def _weight_args(weighting: str, extra: Mapping[str, Any] | None) -> dict[str, A
     return args
 
 
+def _reset_peak_rss() -> bool:
+    """Reset the process's peak-RSS mark (Linux ``/proc/self/clear_refs``); False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident set size of the process in MiB (``VmHWM``; ``ru_maxrss`` where /proc is missing)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return float(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def _atomic_json(path: Path, obj: Any) -> None:
     from libmtl_repmtl.bench.harness import atomic_write_text
 
@@ -125,7 +147,8 @@ def run_cpu_experiment(benchmark: str, weighting: str, arch: str, dataset_path: 
 
     Returns:
         The results dict (also in ``results.json``): per-epoch metrics, ``best_epoch``, ``test_at_best``,
-        ``higher_better``, ``seconds_per_epoch``, ``peak_memory_mb`` (process peak RSS), ``complete``.
+        ``higher_better``, ``seconds_per_epoch``, ``peak_memory_mb`` (the process's peak RSS during the
+        run on Linux, interpreter and libraries included), ``complete``.
     """
     from libmtl_repmtl.bench.cpu_suite import CPU_BENCHMARKS
 
@@ -140,6 +163,7 @@ def run_cpu_experiment(benchmark: str, weighting: str, arch: str, dataset_path: 
     out = Path(save_path)
     out.mkdir(parents=True, exist_ok=True)
 
+    peak_was_reset = _reset_peak_rss()
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -208,7 +232,7 @@ def run_cpu_experiment(benchmark: str, weighting: str, arch: str, dataset_path: 
             if save_checkpoint:
                 _atomic_save(out / "best.pt", {"model": model.state_dict(), "epoch": epoch,
                                                "benchmark": benchmark, "tasks": task_list})
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        peak = _peak_rss_mb()
         results = {
             "benchmark": benchmark, "weighting": weighting, "arch": arch, "tasks": task_list, "seed": seed,
             "options": {"epochs": epochs, "batch_size": batch_size or opts["batch_size"], **sizes},
@@ -216,7 +240,8 @@ def run_cpu_experiment(benchmark: str, weighting: str, arch: str, dataset_path: 
             "epochs": history, "best_epoch": best_epoch, "test_at_best": history[best_epoch]["test"],
             "higher_better": {t: {"Acc": True} for t in task_list},
             "seconds_per_epoch": float(np.mean([h["train_seconds"] for h in history])),
-            "peak_memory_mb": peak, "peak_memory_kind": "process peak RSS (CPU)",
+            "peak_memory_mb": peak, "peak_memory_kind": "process peak RSS during this run" if peak_was_reset
+            else "process peak RSS since start",
             "delta_p_task": None, "delta_p_metric": None,
             "complete": epoch + 1 == epochs, "runner": "libmtl_repmtl.bench.cpu_runner",
         }

@@ -94,11 +94,11 @@ class Suite:
 
 SUITES: dict[str, Suite] = {
     "cpu": Suite(("multimnist", "digits"), CPU_METHODS, (0, 1, 2),
-                 {"multimnist": {"epochs": 6}, "digits": {"epochs": 8}}),
+                 {"multimnist": {"epochs": 8}, "digits": {"epochs": 8}}),
     "cpu-quick": Suite(("multimnist", "digits"), ("EW", "MGDA", "RepMTL", "STL"), (0,),
                        {"multimnist": {"epochs": 2, "n_train": 1500}, "digits": {"epochs": 3}}),
     "ablation-cpu": Suite(("multimnist",), ("EW", "RepMTL", "RepMTL-CSA", "RepMTL-TSR", "STL"), (0, 1, 2),
-                          {"multimnist": {"epochs": 6}}),
+                          {"multimnist": {"epochs": 8}}),
     "paper": Suite(("nyuv2", "cityscapes", "office-31", "office-home"),
                    ("EW", "UW", "DWA", "GLS", "RLW", "MGDA", "GradNorm", "PCGrad", "GradDrop", "GradVac", "IMTL",
                     "CAGrad", "Nash_MTL", "DB_MTL", "RepMTL"), (0, 1, 2)),
