@@ -1,1 +1,36 @@
-"""training"""
+"""Training: the LibMTL Trainer subclass, the benchmark registry and ``run_experiment``.
+
+* :func:`run_experiment` -- one run of a registered benchmark (the example scripts and the harness use it).
+* :class:`MTLTrainer` -- LibMTL ``Trainer`` with an explicit device, Δp, atomic results/checkpoints, resume.
+* :mod:`~libmtl_repmtl.training.registry` -- :class:`BenchmarkSpec`, :func:`register_benchmark`,
+  :func:`get_benchmark`.
+* :func:`resolve_device`, and atomic writers in :mod:`~libmtl_repmtl.training.io`.
+
+Heavy imports (LibMTL) happen on first attribute access, so ``libmtl_repmtl.training.io`` and ``.device``
+stay light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "run_experiment": "libmtl_repmtl.training.experiment",
+    "MTLTrainer": "libmtl_repmtl.training.trainer",
+    "NonFiniteLossError": "libmtl_repmtl.training.trainer",
+    "BenchmarkSpec": "libmtl_repmtl.training.registry",
+    "register_benchmark": "libmtl_repmtl.training.registry",
+    "get_benchmark": "libmtl_repmtl.training.registry",
+    "benchmark_names": "libmtl_repmtl.training.registry",
+    "resolve_device": "libmtl_repmtl.training.device",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'libmtl_repmtl.training' has no attribute {name!r}")
+
+
+__all__ = sorted(_LAZY)

@@ -1,0 +1,280 @@
+"""``run_experiment``: one training run of a registered benchmark, shared by the example scripts and the harness.
+
+Example::
+
+    from libmtl_repmtl.training import run_experiment
+
+    results = run_experiment("nyuv2", "RepMTL", "RepHPS", "/data/nyuv2", "runs/nyu_repmtl",
+                             epochs=200, device="cuda", pretrained="imagenet")
+    results["delta_p_task"], results["best_epoch"]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from libmtl_repmtl.libmtl.bases import LibMTL
+from libmtl_repmtl.training.registry import BenchmarkSpec, get_benchmark
+from libmtl_repmtl.training.trainer import MTLTrainer, resolve_architecture, resolve_weighting
+
+#: LibMTL flags that are not weighting hyper-parameters.
+GENERAL_KEYS = frozenset({
+    "seed", "gpu_id", "weighting", "arch", "rep_grad", "multi_input", "optim", "lr", "momentum", "weight_decay",
+    "scheduler", "step_size", "gamma", "img_size", "num_experts", "num_nonzeros", "kgamma", "mode", "save_path",
+    "load_path", "dataset_path", "bs", "epochs", "train_bs", "test_bs", "aug", "device", "pretrained", "resume",
+    "baseline", "no_progress", "dataset", "list_dir", "encoder", "num_workers", "help", "eta_min", "T_max",
+})
+
+#: Options of ``run_experiment`` that are run settings (everything else goes to the benchmark builders).
+_RUN_KEYS = ("epochs", "train_bs", "test_bs", "optim", "lr", "weight_decay", "momentum", "scheduler", "step_size",
+             "gamma", "encoder", "pretrained", "aug", "num_workers")
+
+
+def libmtl_defaults() -> argparse.Namespace:
+    """The defaults of every flag of ``LibMTL.config.LibMTL_args`` (plugin flags included once registered)."""
+    ns, _ = LibMTL.config.LibMTL_args.parse_known_args([])
+    return ns
+
+
+def weight_args_for(weighting: type, params: argparse.Namespace | None = None,
+                    overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``weight_args`` of a run: the plugin's ``libmtl_args(params)`` when the class defines it, else
+    LibMTL's weighting flags (``T``, ``alpha``, ``mgda_gn``, ...) from ``params`` (defaults when ``None``);
+    then ``overrides``."""
+    params = params or libmtl_defaults()
+    if hasattr(weighting, "libmtl_args"):
+        out = dict(weighting.libmtl_args(params))
+    else:
+        libmtl_keys = {a.dest for a in LibMTL.config.LibMTL_args._actions}
+        out = {k: v for k, v in vars(params).items()
+               if k in libmtl_keys and k not in GENERAL_KEYS and not k.startswith(("RepMTL_", "RepHPS_"))}
+    out.update(overrides or {})
+    return out
+
+
+def arch_args_for(architecture: type, params: argparse.Namespace | None = None,
+                  overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``arch_args`` of a run: the plugin's ``libmtl_args(params)`` when defined, then ``overrides``."""
+    out: dict[str, Any] = {}
+    if hasattr(architecture, "libmtl_args"):
+        out.update(architecture.libmtl_args(params or libmtl_defaults()))
+    out.update(overrides or {})
+    return out
+
+
+def _metric_names(task_dict: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
+    return {t: list(d["metrics"]) for t, d in task_dict.items()}
+
+
+def _as_lists(raw: Mapping[str, Any], names: Mapping[str, Sequence[str]], source: str) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for task, vals in raw.items():
+        if task not in names:
+            continue
+        if isinstance(vals, Mapping):
+            out[task] = [vals.get(m) for m in names[task]]
+        elif isinstance(vals, (list, tuple)):
+            if len(vals) != len(names[task]):
+                raise ValueError(f"baseline {source}: task {task!r} has {len(vals)} values but the task has "
+                                 f"{len(names[task])} metrics {list(names[task])}")
+            out[task] = list(vals)
+        else:
+            raise ValueError(f"baseline {source}: task {task!r}: expected a list or a metric -> value mapping")
+    return out
+
+
+def resolve_baseline(spec: BenchmarkSpec, baseline: str | os.PathLike[str] | Mapping[str, Any] | None,
+                     task_dict: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, list[Any]] | None, str | None]:
+    """The Δp baseline (task -> values in metric order) and a description of its source.
+
+    ``baseline``: ``"spec"`` (the built-in single-task rows: :mod:`~libmtl_repmtl.training.deltap` when it
+    has the benchmark, else the registry's), ``"none"`` / ``None`` (no Δp), a JSON file
+    (``{task: {metric: value}}`` or ``{task: [values]}``) or such a mapping.
+
+    Raises:
+        ValueError: unreadable file, or values that do not match the tasks' metrics.
+    """
+    names = _metric_names(task_dict)
+    if baseline is None or (isinstance(baseline, str) and baseline.lower() == "none"):
+        return None, None
+    if isinstance(baseline, Mapping):
+        return _as_lists(baseline, names, "mapping") or None, "mapping"
+    if isinstance(baseline, str) and baseline.lower() == "spec":
+        table = _deltap_builtin(spec.name)
+        if table is not None:
+            out = _as_lists(table, names, f"libmtl_repmtl.training.deltap ({spec.name})")
+            if out:
+                return out, f"spec (libmtl_repmtl.training.deltap, {spec.name})"
+        if spec.baseline:
+            return _as_lists(spec.baseline, names, spec.name) or None, f"spec (registry, {spec.name})"
+        return None, None
+    path = Path(os.fspath(baseline)).expanduser()
+    loaded = _deltap_load(path, spec.name)
+    if loaded is None:
+        try:
+            loaded = json.loads(path.read_text())
+        except OSError as exc:
+            raise ValueError(f"--baseline {path}: cannot read the file ({exc}); pass a JSON file "
+                             "{task: {metric: value}}, 'spec' or 'none'") from None
+        except ValueError as exc:
+            raise ValueError(f"--baseline {path}: not valid JSON ({exc})") from None
+        if isinstance(loaded, Mapping) and isinstance(loaded.get(spec.name), Mapping):
+            loaded = loaded[spec.name]
+    if not isinstance(loaded, Mapping):
+        raise ValueError(f"--baseline {path}: expected a mapping task -> {{metric: value}}")
+    out = _as_lists(loaded, names, str(path))
+    if not out:
+        raise ValueError(f"--baseline {path}: no entry for the tasks {list(names)}")
+    return out, str(path)
+
+
+def _deltap_builtin(benchmark: str) -> Mapping[str, Any] | None:
+    try:
+        from libmtl_repmtl.training import deltap  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    for attr in ("builtin_baseline", "spec_baseline", "get_baseline"):
+        fn = getattr(deltap, attr, None)
+        if callable(fn):
+            try:
+                table = fn(benchmark)
+            except (KeyError, ValueError):
+                return None
+            return table if isinstance(table, Mapping) else None
+    return None
+
+
+def _deltap_load(path: Path, benchmark: str) -> Mapping[str, Any] | None:
+    try:
+        from libmtl_repmtl.training import deltap  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    fn = getattr(deltap, "load_baseline", None)
+    if not callable(fn):
+        return None
+    try:
+        table = fn(path, benchmark)
+    except TypeError:
+        table = fn(path)
+    return table if isinstance(table, Mapping) else None
+
+
+def set_seed(seed: int, device: torch.device) -> None:
+    """Seed Python, NumPy and torch (and make cuDNN deterministic on CUDA, as LibMTL)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+def run_experiment(benchmark: str, weighting: str | type, arch: str | type, dataset_path: str | os.PathLike[str] | None,
+                   save_path: str | os.PathLike[str], *, epochs: int | None = None, seed: int = 0,
+                   device: str | torch.device = "auto", tasks: Sequence[str] | None = None,
+                   weight_args: Mapping[str, Any] | None = None, arch_args: Mapping[str, Any] | None = None,
+                   rep_grad: bool = False, baseline: str | os.PathLike[str] | Mapping[str, Any] | None = "spec",
+                   resume: bool = False, progress: bool | None = None, verbose: bool = True,
+                   params: argparse.Namespace | None = None, **options: Any) -> dict[str, Any]:
+    """Train ``weighting`` x ``arch`` on a registered benchmark and write ``save_path/results.json``.
+
+    Args:
+        benchmark: a registry name (``nyuv2``, ``cityscapes``, ``office-31``, ``office-home`` or one added with
+            :func:`~libmtl_repmtl.training.registry.register_benchmark`).
+        weighting: LibMTL weighting name or class (``EW``, ``RepMTL``, ...).
+        arch: architecture name or class (``HPS``, ``RepHPS``, ...).
+        dataset_path: dataset root (the layouts of the spec), or ``None`` for benchmarks that need none.
+        save_path: run folder (``results.json``, ``best.pt``, ``last.pt``).
+        epochs: default: the benchmark's (200 NYUv2/Cityscapes, 100 Office).
+        seed: seeds Python, NumPy, torch and the training loaders' shuffling.
+        device: ``auto`` / ``cpu`` / ``cuda`` / ``cuda:N``.
+        tasks: train only these tasks (single-task baselines); default all.
+        weight_args: weighting hyper-parameters overriding the defaults (e.g. ``{"RepMTL_lambda_tsr": 0.0}``).
+        arch_args: architecture hyper-parameters.
+        rep_grad: LibMTL's ``rep_grad``.
+        baseline: Δp reference: ``spec``, ``none``, a JSON file or a mapping (see :func:`resolve_baseline`).
+        resume: continue from ``save_path/last.pt`` when it exists (else start afresh).
+        progress: progress display on stderr (``None``: when stderr is a terminal).
+        verbose: print LibMTL's log lines.
+        params: parsed command-line flags (the example scripts): read by plugin ``libmtl_args`` and
+            LibMTL's weighting flags.
+        options: run settings ``train_bs`` (alias ``batch_size``), ``test_bs``, ``optim``, ``lr``,
+            ``weight_decay``, ``momentum``, ``scheduler`` (``step`` / ``exp`` / ``cos`` / ``None``), ``step_size``,
+            ``gamma``, ``encoder`` (``resnet50`` / ``resnet18`` / ``tiny``), ``pretrained`` (``imagenet`` /
+            ``none`` / path), ``aug``, ``num_workers``, and benchmark-specific options (e.g. ``list_dir``,
+            ``n_train``), all defaulting to the benchmark's :attr:`~BenchmarkSpec.defaults`.
+
+    Returns:
+        The results dict, as written to ``results.json`` (schema: :meth:`MTLTrainer.results`).
+    """
+    spec = get_benchmark(benchmark)
+    if "batch_size" in options:
+        bs = options.pop("batch_size")
+        if bs is not None:
+            options.setdefault("train_bs", bs)
+            options.setdefault("test_bs", bs)
+    opts: dict[str, Any] = {"train_bs": 8, "test_bs": None, "optim": "adam", "lr": 1e-4, "weight_decay": 1e-5,
+                            "momentum": 0.9, "scheduler": None, "step_size": 100, "gamma": 0.5, "aug": False,
+                            "num_workers": 0, "encoder": None, "pretrained": "none", "epochs": 1}
+    opts.update(spec.defaults)
+    opts.update({k: v for k, v in options.items() if v is not None or k == "scheduler"})
+    if epochs is not None:
+        opts["epochs"] = int(epochs)
+    if opts.get("test_bs") is None:
+        opts["test_bs"] = opts["train_bs"]
+    opts.update(seed=int(seed), dataset_path=None if dataset_path is None else str(dataset_path))
+    run_tasks = list(tasks) if tasks else list(spec.tasks)
+    unknown = [t for t in run_tasks if t not in spec.tasks]
+    if unknown:
+        raise ValueError(f"{spec.name}: unknown task(s) {unknown}; tasks are {list(spec.tasks)}")
+
+    wcls, acls = resolve_weighting(weighting), resolve_architecture(arch)
+    wargs = weight_args_for(wcls, params, weight_args)
+    aargs = arch_args_for(acls, params, arch_args)
+    from libmtl_repmtl.training.device import resolve_device
+
+    dev = resolve_device(device)
+    set_seed(int(seed), dev)
+    task_dict = spec.task_dict(run_tasks, opts)
+    base, base_src = resolve_baseline(spec, baseline, task_dict)
+    loaders = spec.dataloaders(run_tasks, opts)
+    optim_param = {"optim": opts["optim"], "lr": float(opts["lr"]), "weight_decay": float(opts["weight_decay"])}
+    if opts["optim"] == "sgd":
+        optim_param["momentum"] = float(opts["momentum"])
+    scheduler_param: dict[str, Any] | None = None
+    if opts.get("scheduler"):
+        scheduler_param = {"scheduler": opts["scheduler"]}
+        if opts["scheduler"] == "step":
+            scheduler_param.update(step_size=int(opts["step_size"]), gamma=float(opts["gamma"]))
+        elif opts["scheduler"] == "exp":
+            scheduler_param.update(gamma=float(opts["gamma"]))
+        elif opts["scheduler"] == "cos":
+            scheduler_param.update(T_max=int(opts.get("T_max") or opts["epochs"]))
+    config = {"benchmark": spec.name, "weighting": wcls.__name__, "arch": acls.__name__, "dataset_path":
+              opts["dataset_path"], "save_path": str(save_path), "tasks": run_tasks, "seed": int(seed),
+              "device": str(dev), "rep_grad": bool(rep_grad), "multi_input": spec.multi_input, "resume": bool(resume),
+              "baseline": baseline if not isinstance(baseline, Mapping) else "mapping",
+              "weight_args": wargs, "arch_args": aargs, "optim_param": optim_param,
+              "scheduler_param": scheduler_param,
+              **{k: v for k, v in opts.items() if k not in {"dataset_path", "seed"}}}
+    if params is not None:
+        config["argv_params"] = {k: v for k, v in vars(params).items()}
+    trainer = MTLTrainer(task_dict, wcls, acls, spec.encoder_class(opts), spec.decoders(run_tasks, opts),
+                         bool(rep_grad), spec.multi_input, optim_param, scheduler_param, save_path,
+                         device=dev, baseline=base, baseline_source=base_src, config=config,
+                         process_preds_fn=spec.process_preds, resume=resume, progress=progress, verbose=verbose,
+                         weight_args=wargs, arch_args=aargs)
+    trainer.train(loaders["train"], loaders["test"], int(opts["epochs"]), val_dataloaders=loaders.get("val"))
+    return trainer.results()
+
+
+__all__ = ["arch_args_for", "libmtl_defaults", "resolve_baseline", "run_experiment", "set_seed", "weight_args_for"]
