@@ -1,0 +1,161 @@
+"""The command lines of ``examples/{nyuv2,cityscapes,office}/main.py`` (LibMTL's flags plus the run flags).
+
+The parser starts from ``LibMTL.config.LibMTL_args`` (after ``libmtl_repmtl.register()``, so plugin
+weightings/architectures are known), so every LibMTL flag keeps its meaning (``--weighting``, ``--arch``,
+``--rep_grad``, ``--multi_input``, ``--optim``, ``--lr``, ``--weight_decay``, ``--scheduler``, ``--step_size``,
+``--gamma``, ``--seed``, ``--gpu_id``, the weighting flags ``--T``, ``--alpha``, ...), and adds:
+
+``--dataset_path``, ``--save_path``, ``--epochs``, ``--train_bs``, ``--test_bs``, ``--aug``, ``--device``,
+``--pretrained imagenet|none|PATH``, ``--resume``, ``--baseline spec|none|FILE``, ``--no_progress``,
+``--encoder`` (``resnet50``/``resnet18`` or ``tiny`` for quick CPU checks), ``--tasks``, ``--num_workers``,
+and for Office ``--dataset office-31|office-home`` and ``--list_dir``; plus the ``--<Plugin>_<key>`` flags of
+the chosen weighting/architecture (e.g. ``--RepMTL_lambda_tsr``).
+
+Defaults reproduce the paper's setups (see :mod:`libmtl_repmtl.training.registry`).
+Exit status: 0 done, 1 training failed (e.g. NaN loss), 2 bad arguments or missing files, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import libmtl_repmtl
+
+if hasattr(libmtl_repmtl, "register"):
+    libmtl_repmtl.register()
+
+from libmtl_repmtl.libmtl.bases import LibMTL  # noqa: E402
+from libmtl_repmtl.training.registry import OFFICE_DOMAINS, get_benchmark  # noqa: E402
+
+#: The example scripts' benchmark families.
+FAMILIES = ("nyuv2", "cityscapes", "office")
+
+
+def build_parser(family: str, argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of ``examples/<family>/main.py`` (``family``: ``nyuv2``, ``cityscapes`` or ``office``).
+
+    ``argv`` is pre-read for ``--weighting`` / ``--arch`` so that their plugin flags can be added."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown example {family!r}; choose from {FAMILIES}")
+    spec = get_benchmark("office-31" if family == "office" else family)
+    d = spec.defaults
+    parser = argparse.ArgumentParser(
+        description=f"Train a LibMTL weighting/architecture on {family} (Rep-MTL project's example).",
+        parents=[LibMTL.config.LibMTL_args], add_help=False, conflict_handler="resolve")
+    parser.add_argument("-h", "--help", action="help", help="show this help message and exit")
+    run = parser.add_argument_group("run")
+    run.add_argument("--dataset_path", type=str, required=True, help="dataset root (the spec's layout)")
+    run.add_argument("--save_path", type=str, required=True,
+                     help="run folder: results.json, best.pt, last.pt (written atomically)")
+    run.add_argument("--epochs", type=int, default=d["epochs"], help="training epochs (default %(default)s)")
+    run.add_argument("--train_bs", type=int, default=d["train_bs"], help="training batch size (default %(default)s)")
+    run.add_argument("--test_bs", type=int, default=d["test_bs"], help="evaluation batch size (default %(default)s)")
+    run.add_argument("--aug", action="store_true", default=False, help="data augmentation (dense: scale-crop+flip)")
+    run.add_argument("--device", type=str, default="auto",
+                     help="auto (CUDA if available, else CPU), cpu, cuda or cuda:N (default %(default)s; "
+                          "LibMTL's --gpu_id N means cuda:N when --device is auto)")
+    run.add_argument("--pretrained", type=str, default=d["pretrained"],
+                     help="encoder initialisation: imagenet (local torchvision file, never downloaded), none, or "
+                          "a state dict PATH (default %(default)s)")
+    run.add_argument("--encoder", type=str, default=d["encoder"], choices=(d["encoder"], "tiny"),
+                     help="encoder variant; 'tiny' = same structure, few channels (quick CPU checks)")
+    run.add_argument("--resume", action="store_true", default=False,
+                     help="continue an interrupted run from SAVE_PATH/last.pt")
+    run.add_argument("--baseline", type=str, default="spec",
+                     help="Δp reference: spec (the paper's single-task rows), none, or a JSON FILE "
+                          "{task: {metric: value}} (default %(default)s)")
+    run.add_argument("--no_progress", action="store_true", default=False, help="no progress display on stderr")
+    run.add_argument("--tasks", nargs="+", default=None, help="train only these tasks (single-task runs)")
+    run.add_argument("--num_workers", type=int, default=0, help="DataLoader workers (default %(default)s)")
+    if family == "office":
+        run.add_argument("--dataset", type=str, default="office-31", choices=tuple(OFFICE_DOMAINS),
+                         help="office-31 or office-home (default %(default)s)")
+        run.add_argument("--list_dir", type=str, default=None,
+                         help="folder with <domain>_{train,val,test}.txt (default: the reader's default)")
+    parser.set_defaults(optim=d["optim"], lr=d["lr"], weight_decay=d["weight_decay"], scheduler=d["scheduler"],
+                        step_size=d.get("step_size", 100), gamma=d.get("gamma", 0.5),
+                        multi_input=spec.multi_input)
+    pre, _ = parser.parse_known_args(list(argv) if argv is not None else sys.argv[1:])
+    from libmtl_repmtl.training.trainer import resolve_architecture, resolve_weighting
+
+    for name, resolve in ((getattr(pre, "weighting", None), resolve_weighting),
+                          (getattr(pre, "arch", None), resolve_architecture)):
+        try:
+            cls = resolve(name) if name else None
+        except ValueError:
+            continue  # reported properly after parsing
+        if cls is not None and hasattr(cls, "libmtl_add_args"):
+            cls.libmtl_add_args(parser)
+    return parser
+
+
+def _device(params: argparse.Namespace) -> str:
+    if params.device == "auto" and str(getattr(params, "gpu_id", "0")) not in ("0", ""):
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda:{params.gpu_id}"
+    return params.device
+
+
+def options_from_args(family: str, params: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """The benchmark name and ``run_experiment`` keyword arguments of parsed flags."""
+    if family == "office":
+        benchmark = params.dataset
+        if not params.multi_input:
+            raise ValueError("Office-31/Office-Home are multi-input problems: pass --multi_input")
+    else:
+        benchmark = family
+        if params.multi_input:
+            raise ValueError(f"{family} is a single-input problem: drop --multi_input")
+    opts: dict[str, Any] = dict(
+        epochs=params.epochs, seed=params.seed, device=_device(params), tasks=params.tasks,
+        rep_grad=bool(params.rep_grad), baseline=params.baseline, resume=params.resume,
+        progress=False if params.no_progress else None, params=params,
+        train_bs=params.train_bs, test_bs=params.test_bs, optim=params.optim, lr=params.lr,
+        weight_decay=params.weight_decay, momentum=params.momentum, scheduler=params.scheduler,
+        step_size=params.step_size, gamma=params.gamma, aug=params.aug, encoder=params.encoder,
+        pretrained=params.pretrained, num_workers=params.num_workers)
+    if family == "office":
+        opts["list_dir"] = params.list_dir
+    return benchmark, opts
+
+
+def main(family: str, argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``), train, and return the exit status."""
+    from libmtl_repmtl.models.pretrained import PretrainedWeightsError
+    from libmtl_repmtl.training.experiment import run_experiment
+    from libmtl_repmtl.training.trainer import NonFiniteLossError
+
+    argv = list(argv) if argv is not None else sys.argv[1:]
+    parser = build_parser(family, argv)
+    params = parser.parse_args(argv)
+    try:
+        benchmark, opts = options_from_args(family, params)
+        results = run_experiment(benchmark, params.weighting, params.arch, params.dataset_path, params.save_path,
+                                 **opts)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; results so far are in {params.save_path}/results.json. Continue with the same "
+              "command plus --resume.", file=sys.stderr)
+        return 130
+    except NonFiniteLossError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (PretrainedWeightsError, ValueError, KeyError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    best = results.get("best_epoch")
+    print(f"done: {results['epochs_done']} epoch(s); best epoch {best} "
+          f"({results['best_epoch_selection']}); Δp_task best {_fmt(results.get('delta_p_task'))}, "
+          f"last {_fmt(results.get('delta_p_task_last'))}; results in {params.save_path}/results.json")
+    return 0
+
+
+def _fmt(v: Any) -> str:
+    return "n/a" if v is None else f"{float(v):+.2f}%"
+
+
+__all__ = ["FAMILIES", "build_parser", "main", "options_from_args"]
