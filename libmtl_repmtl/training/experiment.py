@@ -12,6 +12,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import random
@@ -25,6 +26,8 @@ import torch
 from libmtl_repmtl.libmtl.bases import LibMTL
 from libmtl_repmtl.training.registry import BenchmarkSpec, get_benchmark
 from libmtl_repmtl.training.trainer import MTLTrainer, resolve_architecture, resolve_weighting
+
+importlib.import_module("LibMTL.config")  # after the compatibility layer (bases)
 
 #: LibMTL flags that are not weighting hyper-parameters.
 GENERAL_KEYS = frozenset({

@@ -23,6 +23,7 @@ Files under ``save_path`` (all written atomically): ``results.json`` after every
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import random
@@ -41,6 +42,10 @@ from libmtl_repmtl.libmtl.bases import LibMTL
 from libmtl_repmtl.training.device import resolve_device
 from libmtl_repmtl.training.io import atomic_torch_save, atomic_write_json, to_jsonable
 from libmtl_repmtl.training.progress import Progress
+
+# LibMTL submodules, imported after the compatibility layer (bases) has run.
+_PerformanceMeter = importlib.import_module("LibMTL._record")._PerformanceMeter
+count_parameters = importlib.import_module("LibMTL.utils").count_parameters
 
 #: Results file format tag.
 RESULTS_FORMAT = "libmtl_repmtl.results/1"
@@ -94,8 +99,6 @@ def _resolve(obj: str | type, module: Any, kind: str, plugins: Mapping[str, str]
     if isinstance(cls, type):
         return cls
     if name in plugins:
-        import importlib
-
         return getattr(importlib.import_module(plugins[name]), name)
     known = sorted({n for n, v in module.__dict__.items() if isinstance(v, type) and not n.startswith("Abs")}
                    | set(plugins))
@@ -206,13 +209,13 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
         self._prepare_model(self.weighting_class, self.architecture_class, encoder_class, decoders)
         self._prepare_optimizer(optim_param, scheduler_param)
         if self.verbose:
-            self.meter = LibMTL._record._PerformanceMeter(self.task_dict, self.multi_input)
+            self.meter = _PerformanceMeter(self.task_dict, self.multi_input)
         else:
             import contextlib
             import io
 
             with contextlib.redirect_stdout(io.StringIO()):
-                self.meter = LibMTL._record._PerformanceMeter(self.task_dict, self.multi_input)
+                self.meter = _PerformanceMeter(self.task_dict, self.multi_input)
         self.history: list[dict[str, Any]] = []
         self.best_epoch: int | None = None
         self.best_score: float | None = None
@@ -251,7 +254,7 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
             if p.requires_grad and p.grad is None:
                 p.grad = torch.zeros_like(p)
         if self.verbose:
-            LibMTL.utils.count_parameters(self.model)
+            count_parameters(self.model)
 
     def _prepare_optimizer(self, optim_param: Mapping[str, Any], scheduler_param: Mapping[str, Any] | None) -> None:
         """Optimizer and (optional) scheduler from LibMTL-style parameter dicts."""
@@ -341,6 +344,8 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
         self.check_losses(losses, epoch, batch_index)
         w = self.backward_and_step(losses)
         if w is not None:
+            if torch.is_tensor(w):
+                w = w.detach().cpu().numpy()
             w = np.asarray(w, dtype=float).reshape(-1)
             if w.size == self.task_num and batch_index < self.batch_weight.shape[2]:
                 self.batch_weight[:, epoch, batch_index] = w
