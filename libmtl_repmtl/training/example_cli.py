@@ -128,6 +128,7 @@ def main(family: str, argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), train, and return the exit status."""
     from libmtl_repmtl.models.pretrained import PretrainedWeightsError
     from libmtl_repmtl.training.experiment import run_experiment
+    from libmtl_repmtl.training.registry import BenchmarkSetupError
     from libmtl_repmtl.training.trainer import NonFiniteLossError
 
     argv = list(argv) if argv is not None else sys.argv[1:]
@@ -144,7 +145,7 @@ def main(family: str, argv: Sequence[str] | None = None) -> int:
     except NonFiniteLossError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except (PretrainedWeightsError, ValueError, KeyError, FileNotFoundError) as exc:
+    except (PretrainedWeightsError, BenchmarkSetupError, ValueError, KeyError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     best = results.get("best_epoch")

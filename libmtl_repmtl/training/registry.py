@@ -80,6 +80,10 @@ class BenchmarkSpec:
     description: str = ""
 
 
+class BenchmarkSetupError(RuntimeError):
+    """A benchmark cannot be set up (missing reader module, dataset folder, ...); the message says why."""
+
+
 _REGISTRY: dict[str, BenchmarkSpec] = {}
 
 
@@ -164,11 +168,11 @@ def _loader(ds: Any, batch_size: int, train: bool, opts: Options) -> DataLoader:
 def _need_path(opts: Options, name: str) -> Path:
     path = opts.get("dataset_path")
     if not path:
-        raise ValueError(f"{name}: no dataset path; pass --dataset_path ROOT (the layout in docs/benchmarks) or "
-                         f"generate small data with 'python -m libmtl_repmtl.data.synthetic {name} OUT'")
+        raise BenchmarkSetupError(f"{name}: no dataset path; pass --dataset_path ROOT (the spec's layout) or "
+                                  f"generate small data with 'python -m libmtl_repmtl.data.synthetic {name} OUT'")
     root = Path(os.fspath(path)).expanduser()
     if not root.is_dir():
-        raise ValueError(f"{name}: dataset path {str(root)!r} is not a folder")
+        raise BenchmarkSetupError(f"{name}: dataset path {str(root)!r} is not a folder")
     return root
 
 
@@ -177,7 +181,7 @@ def _task_dict_for(benchmark: str) -> Callable[[Sequence[str], Options], dict[st
         try:
             from libmtl_repmtl.tasks.specs import task_dict  # type: ignore[import-not-found]
         except ImportError as exc:
-            raise RuntimeError(f"{benchmark}: the task definitions (libmtl_repmtl.tasks.specs) are not "
+            raise BenchmarkSetupError(f"{benchmark}: the task definitions (libmtl_repmtl.tasks.specs) are not "
                                f"available ({exc})") from exc
         full = task_dict(benchmark)
         unknown = [t for t in tasks if t not in full]
@@ -208,7 +212,7 @@ def _dense_loaders(benchmark: str, cls_name: str, all_tasks: Sequence[str]) -> C
         try:
             from libmtl_repmtl.data import dense  # type: ignore[attr-defined]
         except ImportError as exc:
-            raise RuntimeError(f"{benchmark}: the dataset readers (libmtl_repmtl.data.dense) are not available "
+            raise BenchmarkSetupError(f"{benchmark}: the dataset readers (libmtl_repmtl.data.dense) are not available "
                                f"({exc})") from exc
         cls = getattr(dense, cls_name)
         out: dict[str, Loaders] = {"val": None}
@@ -254,8 +258,8 @@ def _office_loaders(name: str) -> Callable[..., dict[str, Loaders]]:
         try:
             from libmtl_repmtl.data import office  # type: ignore[attr-defined]
         except ImportError as exc:
-            raise RuntimeError(f"{name}: the dataset reader (libmtl_repmtl.data.office) is not available ({exc})") \
-                from exc
+            raise BenchmarkSetupError(
+                f"{name}: the dataset reader (libmtl_repmtl.data.office) is not available ({exc})") from exc
         out: dict[str, Loaders] = {}
         for split in ("train", "val", "test"):
             train = split == "train"
@@ -301,5 +305,5 @@ register_benchmark(_office_spec("office-31", [0.8661, 0.9563, 0.9685]))
 register_benchmark(_office_spec("office-home", [0.6559, 0.7960, 0.9047, 0.8000]))
 
 
-__all__ = ["BenchmarkSpec", "OFFICE_CLASSES", "OFFICE_DOMAINS", "benchmark_names", "dense_process_preds",
-           "get_benchmark", "register_benchmark"]
+__all__ = ["BenchmarkSetupError", "BenchmarkSpec", "OFFICE_CLASSES", "OFFICE_DOMAINS", "benchmark_names",
+           "dense_process_preds", "get_benchmark", "register_benchmark"]
