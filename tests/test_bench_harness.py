@@ -126,3 +126,20 @@ def test_delta_p_signs() -> None:
     task, metric = delta_p({"seg": {"miou": 55.0}, "depth": {"abs": 0.44, "rel": 0.2}}, base, hb)
     assert task == pytest.approx((10.0 + (-10.0 + 0.0) / 2) / 2)
     assert metric == pytest.approx((10.0 - 10.0 + 0.0) / 3)
+
+
+def test_through_the_trainers_run_experiment(tmp_path: Path, capsys) -> None:
+    """The CPU benchmarks registered in the trainer's registry; the grid runs through run_experiment."""
+    pytest.importorskip("libmtl_repmtl.training.registry")
+    out = tmp_path / "t"
+    argv = ["--benchmarks", "multimnist", "--methods", "EW", "RepMTL-TSR", "--epochs", "1", "--runner", "trainer",
+            "--out", str(out), "--option", *TINY]
+    assert main(argv) == 0
+    assert "runner: libmtl_repmtl.training.run_experiment" in capsys.readouterr().out
+    res = json.loads((out / "multimnist" / "RepMTL-TSR" / "seed0" / "results.json").read_text())
+    assert res["complete"] and res["weighting"] == "RepMTL"
+    assert res["config"]["weight_args"]["RepMTL_lambda_csa"] == 0.0
+    rows = {r["method"]: r for r in csv.DictReader((out / "summary.csv").open())}
+    assert set(rows) == {"EW", "RepMTL-TSR"} and rows["EW"]["seconds_per_epoch_mean"] != ""
+    assert main(argv) == 0
+    assert "ran 0, skipped 2" in capsys.readouterr().out

@@ -642,6 +642,10 @@ def select_runner(kind: str, benchmarks: Sequence[str]) -> tuple[Runner, str]:
                              and all(b not in CPU_BENCHMARKS or _trainer_knows(b) for b in benchmarks)):
         if trainer is None:
             raise RuntimeError("the trainer's run_experiment is not available (libmtl_repmtl.training)")
+        if any(b in CPU_BENCHMARKS for b in benchmarks):
+            from libmtl_repmtl.bench.registration import register_cpu_benchmarks
+
+            register_cpu_benchmarks()
         return trainer, "libmtl_repmtl.training.run_experiment"
     if all_cpu:
         from libmtl_repmtl.bench.cpu_runner import run_cpu_experiment
@@ -649,6 +653,17 @@ def select_runner(kind: str, benchmarks: Sequence[str]) -> tuple[Runner, str]:
         return run_cpu_experiment, "libmtl_repmtl.bench.cpu_runner.run_cpu_experiment (CPU fallback)"
     raise RuntimeError("the trainer's run_experiment is not available and the grid has non-CPU benchmarks "
                        f"({[b for b in benchmarks if b not in CPU_BENCHMARKS]})")
+
+
+def reset_peak_rss() -> bool:
+    """Reset the process's peak-RSS mark (Linux ``/proc/self/clear_refs``; also what ``getrusage`` reports
+    as ``ru_maxrss``). Returns False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 @dataclass
@@ -673,6 +688,7 @@ def execute(grid: Sequence[RunSpec], runner: Runner, dataset_paths: Mapping[str,
             continue
         log(f"[{i}/{len(grid)}] run  {run.label} ({run.weighting}, {run.arch})")
         run.save_path.mkdir(parents=True, exist_ok=True)
+        reset_peak_rss()  # so that a CPU run's "peak RSS" is this run's, not the process's so far
         t0 = time.perf_counter()
         try:
             runner(run.benchmark, run.weighting, run.arch, (dataset_paths or {}).get(run.benchmark),
