@@ -1,0 +1,357 @@
+"""The compatibility layer: every patch's symptom on pristine LibMTL 1.1.5 (fresh subprocess, autoload off),
+its cure, idempotence, and no-op where a LibMTL does not show the symptom."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import types
+
+import pytest
+import torch
+from torch import nn
+
+from libmtl_repmtl.libmtl import compat
+
+LibMTL = compat.ensure_libmtl()
+
+# Runs in a fresh interpreter with LIBMTL_REPMTL_AUTOLOAD=0: observes each symptom, applies the patches,
+# observes the cure. Prints one JSON object.
+_PROBE = textwrap.dedent(r"""
+    import json, sys, importlib
+    out = {}
+    try:
+        import LibMTL  # without the torchvision shim
+        out["import_without_shim"] = "ok"
+    except ImportError as exc:
+        out["import_without_shim"] = str(exc)
+    for name in [m for m in sys.modules if m == "LibMTL" or m.startswith("LibMTL.")]:
+        del sys.modules[name]
+    from libmtl_repmtl.libmtl import compat
+    out["pre"] = compat.apply_pre_import_patches()
+    import LibMTL, torch
+    from torch import nn
+
+    def task_dict(tasks):
+        from LibMTL.loss import CELoss
+        from LibMTL.metrics import AccMetric
+        return {t: {"metrics": ["Acc"], "metrics_fn": AccMetric(), "loss_fn": CELoss(), "weight": [1]} for t in tasks}
+
+    def make_trainer(weighting, tasks=("a", "b"), rep_grad=False, **kw):
+        return LibMTL.Trainer(task_dict(list(tasks)), weighting, LibMTL.architecture.HPS,
+                              lambda: nn.Linear(4, 4), nn.ModuleDict({t: nn.Linear(4, 3) for t in tasks}),
+                              rep_grad, False, {"optim": "sgd", "lr": 0.1}, None,
+                              weight_args=kw.pop("weight_args", {}), arch_args={}, **kw)
+
+    def model(weighting, tasks=("a", "b"), rep_grad=False):
+        class M(LibMTL.architecture.HPS, weighting):
+            pass
+        m = M(list(tasks), lambda: nn.Linear(4, 4), nn.ModuleDict({t: nn.Linear(4, 3) for t in tasks}), rep_grad,
+              False, torch.device("cpu"))
+        m.init_param()
+        return m
+
+    def step(m, x, **kw):
+        out = m(x)
+        losses = torch.stack([out[t].pow(2).mean() for t in m.task_name])
+        for p in m.parameters():
+            p.grad = None
+        return m.backward(losses, **kw)
+
+    def encoder_backwards(m, **kw):
+        calls = []
+        m.encoder.register_full_backward_hook(lambda *a: calls.append(1))
+        step(m, torch.randn(5, 4), **kw)
+        return len(calls)
+
+    def observe():
+        r = {}
+        try:
+            t = make_trainer(LibMTL.weighting.EW)
+            r["trainer_device"] = str(t.device)
+        except Exception as exc:
+            r["trainer_device"] = "error: %s: %s" % (type(exc).__name__, exc)
+        fake = type("F", (), {"device": torch.device("cpu"), "multi_input": True, "task_name": []})()
+        batches = [(torch.zeros(1), torch.zeros(1))]
+        try:
+            loader = [batches, iter(batches)]
+            LibMTL.Trainer._process_data(fake, loader)
+            LibMTL.Trainer._process_data(fake, loader)  # exhausted: restarts
+            r["process_data"] = "ok"
+        except Exception as exc:
+            r["process_data"] = "error: %s: %s" % (type(exc).__name__, exc)
+        def bad():
+            raise RuntimeError("broken sample")
+            yield
+        try:
+            LibMTL.Trainer._process_data(fake, [batches, bad()])
+            r["process_data_error"] = "swallowed"
+        except RuntimeError as exc:
+            r["process_data_error"] = "raised: %s" % exc
+        except Exception as exc:
+            r["process_data_error"] = "other: %s" % type(exc).__name__
+        try:
+            step(model(LibMTL.weighting.PCGrad), torch.randn(5, 4))
+            r["pcgrad_step"] = "ok"
+        except Exception as exc:
+            r["pcgrad_step"] = "error: %s: %s" % (type(exc).__name__, exc)
+        m = model(LibMTL.weighting.EW)
+        for p in m.encoder.parameters():
+            p.grad = torch.ones_like(p)
+        m.zero_grad_share_params()
+        r["zero_grad_keeps_tensors"] = all(p.grad is not None and not p.grad.any() for p in m.encoder.parameters())
+        m = model(LibMTL.weighting.EW).double()
+        for p in m.encoder.parameters():
+            p.grad = torch.ones_like(p)
+        m._compute_grad_dim()
+        r["grad2vec_dtype"] = str(m._grad2vec().dtype)
+        m = model(LibMTL.weighting.MGDA, tasks=("a", "b", "c"), rep_grad=True)
+        m(torch.randn(5, 4))
+        r["rep_is_dict"] = isinstance(m.rep, dict)
+        r["mgda_rep_grad_encoder_backwards"] = encoder_backwards(m, mgda_gn="none")
+        try:
+            step(model(LibMTL.weighting.CAGrad), torch.randn(5, 4), calpha=0.5, rescale=1)
+            r["cagrad_2_tasks"] = "ok"
+        except Exception as exc:
+            r["cagrad_2_tasks"] = "error: %s: %s" % (type(exc).__name__, exc)
+        return r
+
+    out["before"] = observe()
+    out["applied"] = compat.apply_post_import_patches(LibMTL)
+    out["after"] = observe()
+    out["again"] = compat.apply_post_import_patches(LibMTL)
+    out["again_pre"] = compat.apply_pre_import_patches()
+    out["state"] = compat.patch_state()
+    t = make_trainer(LibMTL.weighting.EW, device="cpu")
+    out["explicit_device"] = str(t.device)
+    t.device = torch.device("cpu")
+    out["settable_device"] = str(t.device)
+    print("JSON" + json.dumps(out))
+""")
+
+
+def _fresh(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "LIBMTL_REPMTL_AUTOLOAD": "0", **env}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def observed() -> dict:
+    proc = _fresh(_PROBE)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("JSON"))
+    return json.loads(line[4:])
+
+
+NO_CUDA = not torch.cuda.is_available()
+
+
+def test_torchvision_models_utils_shim(observed: dict) -> None:
+    assert "torchvision.models.utils" in observed["import_without_shim"]
+    assert observed["pre"] == {"torchvision-models-utils": True}
+    assert observed["again_pre"] == {"torchvision-models-utils": False}
+
+
+@pytest.mark.skipif(not NO_CUDA, reason="the hard-coded cuda:0 only fails without CUDA")
+def test_trainer_device(observed: dict) -> None:
+    assert observed["before"]["trainer_device"].startswith("error")
+    assert observed["after"]["trainer_device"] == "cpu"
+    assert observed["explicit_device"] == "cpu"
+    assert observed["settable_device"] == "cpu"
+
+
+def test_process_data_next(observed: dict) -> None:
+    assert "next" in observed["before"]["process_data"]
+    assert observed["after"]["process_data"] == "ok"
+    assert observed["after"]["process_data_error"] == "raised: broken sample"  # no longer swallowed
+
+
+def test_reset_grad_none(observed: dict) -> None:
+    assert "NoneType" in observed["before"]["pcgrad_step"]
+    assert observed["after"]["pcgrad_step"] == "ok"
+
+
+def test_zero_grad_share_params(observed: dict) -> None:
+    assert observed["before"]["zero_grad_keeps_tensors"] is False
+    assert observed["after"]["zero_grad_keeps_tensors"] is True
+
+
+def test_grad2vec_dtype(observed: dict) -> None:
+    assert observed["before"]["grad2vec_dtype"] == "torch.float32"
+    assert observed["after"]["grad2vec_dtype"] == "torch.float64"
+
+
+def test_same_rep(observed: dict) -> None:
+    assert observed["before"]["rep_is_dict"] is True
+    assert observed["before"]["mgda_rep_grad_encoder_backwards"] == 3  # once per task
+    assert observed["after"]["rep_is_dict"] is False
+    assert observed["after"]["mgda_rep_grad_encoder_backwards"] == 1
+
+
+def test_cagrad_task_count(observed: dict) -> None:
+    assert "reshape" in observed["before"]["cagrad_2_tasks"]
+    assert observed["after"]["cagrad_2_tasks"] == "ok"
+
+
+def test_every_patch_applied_once(observed: dict) -> None:
+    names = [p.name for p in compat.patches() if p.phase == "post-import"]
+    expected = {n: True for n in names}
+    if not NO_CUDA:
+        expected["trainer-device"] = True  # detected with torch.cuda.is_available() forced False
+    assert observed["applied"] == expected
+    assert observed["again"] == {n: False for n in names}
+    assert all(v == "applied" for v in observed["state"].values())
+
+
+def test_patches_are_documented() -> None:
+    for info in compat.patches():
+        assert info.symptom.startswith("Symptom:"), info
+    for _, fn in compat._POST:
+        doc = fn.__doc__ or ""
+        assert "Cause:" in doc and "Cure:" in doc and "Detected" in doc, fn.__name__
+
+
+def test_in_process_idempotent() -> None:
+    init, process = LibMTL.Trainer.__init__, LibMTL.Trainer._process_data
+    assert not any(compat.apply_post_import_patches(LibMTL).values())
+    assert not any(compat.apply_pre_import_patches().values())
+    assert LibMTL.Trainer.__init__ is init and LibMTL.Trainer._process_data is process
+
+
+# ------------------------------------------------------------------ no-op where the symptom is absent
+def _fake(**parts: object) -> types.SimpleNamespace:
+    return types.SimpleNamespace(**{k: types.SimpleNamespace(**v) if isinstance(v, dict) else v
+                                    for k, v in parts.items()})
+
+
+def test_noop_device_choice_present() -> None:
+    class GitLikeTrainer:
+        def __init__(self, task_dict, weighting, architecture, encoder_class, decoders, rep_grad, multi_input,
+                     optim_param, scheduler_param, **kwargs):
+            self.device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+            self._prepare_model(weighting, architecture, encoder_class, decoders)
+
+        def _prepare_model(self, *args):
+            pass
+
+    init = GitLikeTrainer.__init__
+    assert compat._patch_trainer_device(_fake(trainer={"Trainer": GitLikeTrainer})) is False
+    assert GitLikeTrainer.__init__ is init
+
+
+def test_noop_process_data_with_next() -> None:
+    class GitLikeTrainer:
+        def _process_data(self, loader):
+            try:
+                return next(loader[1])
+            except StopIteration:
+                loader[1] = iter(loader[0])
+                return next(loader[1])
+
+    fn = GitLikeTrainer._process_data
+    assert compat._patch_process_data(_fake(trainer={"Trainer": GitLikeTrainer})) is False
+    assert GitLikeTrainer._process_data is fn
+
+
+def test_noop_when_already_fixed_classes() -> None:
+    abs_w = LibMTL.weighting.abstract_weighting.AbsWeighting
+    abs_a = LibMTL.architecture.abstract_arch.AbsArchitecture
+
+    class FixedW(abs_w):  # inherits the (patched, i.e. working) methods, unmarked on this class
+        pass
+
+    class FixedA(abs_a):
+        pass
+
+    class FixedCAGrad(LibMTL.weighting.CAGrad):
+        pass
+
+    fake = _fake(weighting={"abstract_weighting": types.SimpleNamespace(AbsWeighting=FixedW), "CAGrad": FixedCAGrad},
+                 architecture={"abstract_arch": types.SimpleNamespace(AbsArchitecture=FixedA),
+                               "HPS": LibMTL.architecture.HPS})
+    for patch in (compat._patch_reset_grad, compat._patch_grad2vec, compat._patch_zero_grad_share_params,
+                  compat._patch_same_rep, compat._patch_cagrad_task_count):
+        assert patch(fake) is False, patch.__name__
+    assert "_reset_grad" not in vars(FixedW) and "forward" not in vars(FixedA) and "backward" not in vars(FixedCAGrad)
+
+
+def test_noop_torchvision_utils_present() -> None:
+    assert compat._ensure_torchvision_models_utils() is False  # already importable (shim or real)
+
+
+# ------------------------------------------------------------------ device resolution
+def test_resolve_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(compat.DEVICE_ENV, raising=False)
+    expected = "cuda:0" if torch.cuda.is_available() else "cpu"
+    assert str(compat.resolve_device()) == expected
+    assert str(compat.resolve_device("auto")) == expected
+    assert compat.resolve_device("cpu") == torch.device("cpu")
+    assert compat.resolve_device(torch.device("cpu")) == torch.device("cpu")
+    monkeypatch.setenv(compat.DEVICE_ENV, "cpu")
+    assert compat.resolve_device() == torch.device("cpu")
+    with pytest.raises(ValueError, match="invalid device"):
+        compat.resolve_device("gpu-please")
+    if NO_CUDA:
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            compat.resolve_device("cuda:1")
+
+
+def test_trainer_device_env_and_keyword(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from LibMTL.loss import CELoss
+    from LibMTL.metrics import AccMetric
+
+    def make(**kw):
+        td = {"a": {"metrics": ["Acc"], "metrics_fn": AccMetric(), "loss_fn": CELoss(), "weight": [1]}}
+        return LibMTL.Trainer(td, LibMTL.weighting.UW, LibMTL.architecture.HPS, lambda: nn.Linear(2, 2),
+                              nn.ModuleDict({"a": nn.Linear(2, 2)}), False, False, {"optim": "sgd", "lr": 0.1}, None,
+                              weight_args={}, arch_args={}, **kw)
+
+    monkeypatch.setenv(compat.DEVICE_ENV, "cpu")
+    t = make()
+    assert t.device == torch.device("cpu")
+    assert t.model.loss_scale.device.type == "cpu"  # weighting parameters follow self.device
+    monkeypatch.delenv(compat.DEVICE_ENV)
+    assert make(device="cpu").device == torch.device("cpu")
+    if NO_CUDA:
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            make(device="cuda:1")
+
+
+# ------------------------------------------------------------------ scipy
+_BLOCK_SCIPY = textwrap.dedent("""
+    import sys
+    class Block:
+        def find_spec(self, name, path=None, target=None):
+            if name == "scipy" or name.startswith("scipy."):
+                raise ModuleNotFoundError("No module named %r" % name, name=name)
+            return None
+    sys.meta_path.insert(0, Block())
+""")
+
+
+@pytest.mark.parametrize("autoload", ["0", "1"])
+def test_missing_scipy_is_explained(autoload: str) -> None:
+    code = _BLOCK_SCIPY + textwrap.dedent("""
+        try:
+            if AUTOLOAD == "1":
+                import LibMTL
+            else:
+                from libmtl_repmtl.libmtl.compat import ensure_libmtl
+                ensure_libmtl()
+        except ImportError as exc:
+            print("ERR", type(exc).__name__, exc)
+    """).replace("AUTOLOAD", repr(autoload))
+    if autoload == "1":
+        # the finder must sit behind the autoload hook, which is installed at interpreter start
+        code = "import libmtl_repmtl_autoload\n" + code
+    proc = _fresh(code, LIBMTL_REPMTL_AUTOLOAD=autoload)
+    assert "ERR MissingDependencyError" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    assert "pip install" in proc.stdout and "scipy" in proc.stdout
+
+
+def test_explain_import_error_ignores_others() -> None:
+    assert compat.explain_import_error(ModuleNotFoundError("x", name="numpy")) is None
+    assert compat.explain_import_error(ValueError("x")) is None
