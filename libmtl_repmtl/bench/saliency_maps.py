@@ -190,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     maps = compute_saliency_maps(encoder, decoders, x, y, {t: F.cross_entropy for t in decoders},
                                  log_loss=not args.no_log_loss)
     out = Path(args.out)
-    png = save_saliency_grid(maps, out / "saliency_maps.png", title=Path(args.checkpoint).name)
+    png = save_saliency_grid(maps, out / "saliency_maps.png", title="/".join(Path(args.checkpoint).parts[-4:]))
     tmp = out / ".saliency_maps.tmp.npz"
     np.savez(tmp, entropy=maps.entropy.numpy(), **{f"task_{t}": m.numpy() for t, m in maps.task_maps.items()})
     tmp.replace(out / "saliency_maps.npz")
