@@ -72,7 +72,8 @@ def test_builtin_baselines_in_metric_units():
     assert nyu["normal"] == pytest.approx([21.99, 15.16, 0.3904, 0.6500, 0.7516])
     assert builtin_baseline("cityscapes")["depth"] == pytest.approx([0.01282, 43.53])
     oh = builtin_baseline("office-home")
-    assert [oh[d][0] for d in ("Art", "Clipart", "Product", "Real_World")] == pytest.approx([0.6559, 0.7960, 0.9047, 0.8])
+    got = [oh[d][0] for d in ("Art", "Clipart", "Product", "Real_World")]
+    assert got == pytest.approx([0.6559, 0.7960, 0.9047, 0.8])
     for b, row in BASELINES.items():
         assert {t: len(v) for t, v in row.items()} == {t: len(v) for t, v in metric_names(b).items()}
     with pytest.raises(ValueError):
