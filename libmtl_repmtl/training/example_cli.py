@@ -8,8 +8,8 @@ weightings/architectures are known), so every LibMTL flag keeps its meaning (``-
 ``--dataset_path``, ``--save_path``, ``--epochs``, ``--train_bs``, ``--test_bs``, ``--aug``, ``--device``,
 ``--pretrained imagenet|none|PATH``, ``--resume``, ``--baseline spec|none|FILE``, ``--no_progress``,
 ``--encoder`` (``resnet50``/``resnet18`` or ``tiny`` for quick CPU checks), ``--tasks``, ``--num_workers``,
-and for Office ``--dataset office-31|office-home`` and ``--list_dir``; plus the ``--<Plugin>_<key>`` flags of
-the chosen weighting/architecture (e.g. ``--RepMTL_lambda_tsr``).
+and for Office ``--dataset office-31|office-home``, ``--list_dir`` and ``--image_size``; plus the
+``--<Plugin>_<key>`` flags of the chosen weighting/architecture (e.g. ``--RepMTL_lambda_tsr``).
 
 Defaults reproduce the paper's setups (see :mod:`libmtl_repmtl.training.registry`).
 Exit status: 0 done, 1 training failed (e.g. NaN loss), 2 bad arguments or missing files, 130 interrupted.
@@ -75,6 +75,8 @@ def build_parser(family: str, argv: Sequence[str] | None = None) -> argparse.Arg
                          help="office-31 or office-home (default %(default)s)")
         run.add_argument("--list_dir", type=str, default=None,
                          help="folder with <domain>_{train,val,test}.txt (default: the reader's default)")
+        run.add_argument("--image_size", type=int, default=224,
+                         help="side of the square resize of the images (default %(default)s, the paper's)")
     parser.set_defaults(optim=d["optim"], lr=d["lr"], weight_decay=d["weight_decay"], scheduler=d["scheduler"],
                         step_size=d.get("step_size", 100), gamma=d.get("gamma", 0.5),
                         multi_input=spec.multi_input)
@@ -120,7 +122,7 @@ def options_from_args(family: str, params: argparse.Namespace) -> tuple[str, dic
         step_size=params.step_size, gamma=params.gamma, aug=params.aug, encoder=params.encoder,
         pretrained=params.pretrained, num_workers=params.num_workers)
     if family == "office":
-        opts["list_dir"] = params.list_dir
+        opts.update(list_dir=params.list_dir, image_size=params.image_size)
     return benchmark, opts
 
 

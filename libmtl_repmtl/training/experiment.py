@@ -99,9 +99,11 @@ def resolve_baseline(spec: BenchmarkSpec, baseline: str | os.PathLike[str] | Map
                      task_dict: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, list[Any]] | None, str | None]:
     """The Δp baseline (task -> values in metric order) and a description of its source.
 
-    ``baseline``: ``"spec"`` (the built-in single-task rows: :mod:`~libmtl_repmtl.training.deltap` when it
-    has the benchmark, else the registry's), ``"none"`` / ``None`` (no Δp), a JSON file
-    (``{task: {metric: value}}`` or ``{task: [values]}``) or such a mapping.
+    ``baseline``: ``"spec"`` (the built-in single-task rows: :func:`libmtl_repmtl.training.deltap.builtin_baseline`
+    for the paper's benchmarks, else the registry spec's :attr:`~BenchmarkSpec.baseline`), ``"none"`` /
+    ``None`` (no Δp), a JSON file (``{task: {metric: value}}`` or ``{task: [values]}``, metric units; a file
+    ``{benchmark: {...}}`` is accepted) or such a mapping. Paper benchmarks' tables are validated by
+    :func:`libmtl_repmtl.training.deltap.validate_baseline` (e.g. fractions, not percent).
 
     Raises:
         ValueError: unreadable file, or values that do not match the tasks' metrics.
@@ -109,8 +111,6 @@ def resolve_baseline(spec: BenchmarkSpec, baseline: str | os.PathLike[str] | Map
     names = _metric_names(task_dict)
     if baseline is None or (isinstance(baseline, str) and baseline.lower() == "none"):
         return None, None
-    if isinstance(baseline, Mapping):
-        return _as_lists(baseline, names, "mapping") or None, "mapping"
     if isinstance(baseline, str) and baseline.lower() == "spec":
         table = _deltap_builtin(spec.name)
         if table is not None:
@@ -120,54 +120,48 @@ def resolve_baseline(spec: BenchmarkSpec, baseline: str | os.PathLike[str] | Map
         if spec.baseline:
             return _as_lists(spec.baseline, names, spec.name) or None, f"spec (registry, {spec.name})"
         return None, None
-    path = Path(os.fspath(baseline)).expanduser()
-    loaded = _deltap_load(path, spec.name)
-    if loaded is None:
+    if isinstance(baseline, Mapping):
+        raw: Any = baseline
+        source = "mapping"
+    else:
+        path = Path(os.fspath(baseline)).expanduser()
+        source = str(path)
         try:
-            loaded = json.loads(path.read_text())
+            raw = json.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise ValueError(f"--baseline {path}: cannot read the file ({exc}); pass a JSON file "
                              "{task: {metric: value}}, 'spec' or 'none'") from None
         except ValueError as exc:
             raise ValueError(f"--baseline {path}: not valid JSON ({exc})") from None
-        if isinstance(loaded, Mapping) and isinstance(loaded.get(spec.name), Mapping):
-            loaded = loaded[spec.name]
-    if not isinstance(loaded, Mapping):
-        raise ValueError(f"--baseline {path}: expected a mapping task -> {{metric: value}}")
-    out = _as_lists(loaded, names, str(path))
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"--baseline {source}: expected a JSON object task -> {{metric: value}}")
+    if isinstance(raw.get(spec.name), Mapping):
+        raw = raw[spec.name]
+    out = _as_lists(raw, names, source)
     if not out:
-        raise ValueError(f"--baseline {path}: no entry for the tasks {list(names)}")
-    return out, str(path)
+        raise ValueError(f"--baseline {source}: no entry for the tasks {list(names)}")
+    validate = _deltap_attr("validate_baseline")
+    if validate is not None and _deltap_builtin(spec.name) is not None:
+        out = validate(out, spec.name, source=source)
+    return out, source
+
+
+def _deltap_attr(name: str) -> Any:
+    try:
+        from libmtl_repmtl.training import deltap  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return getattr(deltap, name, None)
 
 
 def _deltap_builtin(benchmark: str) -> Mapping[str, Any] | None:
-    try:
-        from libmtl_repmtl.training import deltap  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    for attr in ("builtin_baseline", "spec_baseline", "get_baseline"):
-        fn = getattr(deltap, attr, None)
-        if callable(fn):
-            try:
-                table = fn(benchmark)
-            except (KeyError, ValueError):
-                return None
-            return table if isinstance(table, Mapping) else None
-    return None
-
-
-def _deltap_load(path: Path, benchmark: str) -> Mapping[str, Any] | None:
-    try:
-        from libmtl_repmtl.training import deltap  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    fn = getattr(deltap, "load_baseline", None)
+    fn = _deltap_attr("builtin_baseline")
     if not callable(fn):
         return None
     try:
-        table = fn(path, benchmark)
-    except TypeError:
-        table = fn(path)
+        table = fn(benchmark)
+    except (KeyError, ValueError):
+        return None
     return table if isinstance(table, Mapping) else None
 
 

@@ -523,6 +523,9 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
         """
         train_loader, train_batch = self._prepare_dataloaders(train_dataloaders)
         train_batch = max(train_batch) if self.multi_input else train_batch
+        if train_batch == 0 or (self.multi_input and min(_prep_sizes(train_dataloaders, self.task_name)) == 0):
+            raise ValueError("the training data yield no batch (fewer items than the training batch size, and "
+                             "incomplete batches are dropped): lower --train_bs or use more data")
         self.start_training(int(epochs), int(train_batch))
         stop_after = os.environ.get(STOP_ENV)
         try:
@@ -745,6 +748,10 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
 
     def _progress_enabled(self) -> bool | None:
         return self.progress
+
+
+def _prep_sizes(loaders: Any, tasks: Sequence[str]) -> list[int]:
+    return [len(loaders[t]) for t in tasks]
 
 
 def _pct(v: float | None) -> str:
