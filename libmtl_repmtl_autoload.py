@@ -27,18 +27,10 @@ ENV = "LIBMTL_REPMTL_AUTOLOAD"
 #: The package whose import triggers the hook.
 TARGET = "LibMTL"
 
-_pending_callback = None
-
 
 def enabled() -> bool:
     """False when ``$LIBMTL_REPMTL_AUTOLOAD`` is ``0``, ``false``, ``no`` or ``off``."""
     return os.environ.get(ENV, "1").strip().lower() not in {"0", "false", "no", "off"}
-
-
-def set_pending_callback(callback) -> None:  # noqa: ANN001 - stdlib-only module, plain callable
-    """Install (or clear, with None) the function run at the next imports while plugin loading is deferred."""
-    global _pending_callback
-    _pending_callback = callback
 
 
 def _warn(step: str, exc: BaseException) -> None:
@@ -91,13 +83,6 @@ class LibMTLFinder:
     libmtl_repmtl_autoload = True
 
     def find_spec(self, fullname: str, path=None, target=None):  # noqa: ANN001, ANN201
-        callback = _pending_callback
-        if callback is not None and fullname != TARGET:
-            try:
-                callback()
-            except Exception as exc:  # noqa: BLE001
-                set_pending_callback(None)
-                _warn("loading the deferred plugins", exc)
         if fullname != TARGET:
             return None
         for finder in sys.meta_path:

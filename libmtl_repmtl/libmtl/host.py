@@ -39,6 +39,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
+from importlib.machinery import ModuleSpec
 from typing import Any
 
 from libmtl_repmtl.libmtl import compat
@@ -139,6 +140,31 @@ def _package_initializing(top: str) -> bool:
     return False
 
 
+class _FlushWhenLoaded(ModuleSpec):
+    """Class swapped onto the spec of a module whose import is in progress while a plugin of its package waits:
+    when the import machinery marks the import finished (``spec._initializing = False``), the class is swapped
+    back and the deferred plugins are loaded."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if name == "_initializing" and not value:
+            object.__setattr__(self, "__class__", ModuleSpec)
+            try:
+                flush_pending()
+            except Exception as exc:  # never break the import that just finished
+                warnings.warn(f"libmtl_repmtl: loading deferred plugins failed ({type(exc).__name__}: {exc}); "
+                              "call libmtl_repmtl.register() to retry.", PluginWarning, stacklevel=2)
+
+
+def _watch_initializing(top: str) -> None:
+    """Arrange for :func:`flush_pending` to run when each in-progress import of package ``top`` finishes."""
+    for name, mod in list(sys.modules.items()):
+        spec = getattr(mod, "__spec__", None)
+        if (name == top or name.startswith(top + ".")) and getattr(spec, "_initializing", False) \
+                and type(spec) is ModuleSpec:
+            spec.__class__ = _FlushWhenLoaded
+
+
 def _is_plugin(kind: str, name: str) -> bool:
     return (kind, name) in _registered
 
@@ -163,6 +189,7 @@ def _install(kind: str, ep: metadata.EntryPoint) -> None:
         top = ep.value.split(":")[0].split(".")[0]
         if _package_initializing(top):
             _pending[key] = ep  # circular import in progress (e.g. LibMTL imported from the plugin's package)
+            _watch_initializing(top)
             return
         _done.add(key)
         _problem(f"libmtl_repmtl: skipped {where}: it failed to load ({type(exc).__name__}: {exc}). "
@@ -218,8 +245,9 @@ def _load_all() -> None:
 def flush_pending() -> bool:
     """Load the entry points deferred by a circular import, where that import has finished.
 
-    Returns True when nothing is pending any more. Called from the autoload finder, ``LibMTL.weighting`` /
-    ``LibMTL.architecture`` attribute misses, ``LibMTL_args`` parsing and ``prepare_args``.
+    Returns True when nothing is pending any more. Called when the import in progress finishes, and from
+    ``LibMTL.weighting`` / ``LibMTL.architecture`` attribute misses, ``LibMTL_args`` parsing, ``prepare_args``,
+    :func:`available`, :func:`lookup` and :func:`register`.
     """
     global _flushing
     if not _pending:
@@ -239,16 +267,8 @@ def flush_pending() -> bool:
     return not _pending
 
 
-def _set_autoload_callback() -> None:
-    autoload = sys.modules.get("libmtl_repmtl_autoload")
-    setter = getattr(autoload, "set_pending_callback", None)
-    if setter is not None:
-        setter(flush_pending if _pending else None)
-
-
 def _after_load() -> None:
     _install_config()
-    _set_autoload_callback()
 
 
 def register(*, strict: bool | None = None) -> dict[str, list[str]]:
@@ -382,26 +402,29 @@ def _wrap_prepare_args(config: Any) -> None:
     if compat._marked(original, "host-prepare-args"):
         return
 
+    def call(params: argparse.Namespace, names: argparse.Namespace) -> Any:
+        try:
+            return original(params)
+        except ValueError as exc:
+            for kind in GROUPS:
+                name = str(getattr(names, FLAGS[kind], None))
+                known = vars(_module(kind)).get(name)
+                if not (isinstance(known, type) and issubclass(known, _base(kind))):
+                    raise UnknownMethodError(unknown_method_message(kind, name)) from exc
+            raise
+
     def prepare_args(params: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], Any]:
         flush_pending()
         classes = {kind: _plugin_class(kind, getattr(params, FLAGS[kind], None)) for kind in GROUPS}
         if not any(classes.values()):
-            try:
-                return original(params)
-            except ValueError as exc:
-                for kind in GROUPS:
-                    name = getattr(params, FLAGS[kind], None)
-                    known = vars(_module(kind)).get(str(name))
-                    if not (isinstance(known, type) and issubclass(known, _base(kind))):
-                        raise UnknownMethodError(unknown_method_message(kind, str(name))) from exc
-                raise
+            return call(params, params)
         stand_in = copy.copy(params)
         for kind, cls in classes.items():
             if cls is not None:
                 setattr(stand_in, FLAGS[kind], STAND_INS[kind])
         captured = io.StringIO()
         with contextlib.redirect_stdout(captured):
-            kwargs, optim_param, scheduler_param = original(stand_in)
+            kwargs, optim_param, scheduler_param = call(stand_in, params)
         kwargs = dict(kwargs)
         for kind, cls in classes.items():
             if cls is not None:
