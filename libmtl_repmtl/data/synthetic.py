@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import colorsys
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -180,9 +181,10 @@ def generate(kind: str, out: str | os.PathLike[str], *, size: int = 8, test_size
     Raises:
         ValueError: unknown kind or invalid sizes.
     """
-    from libmtl_repmtl.tasks.specs import canonical_benchmark
-
-    k = canonical_benchmark(kind)
+    key = re.sub(r"[^a-z0-9]", "", str(kind).lower())
+    k = next((n for n in KINDS if re.sub(r"[^a-z0-9]", "", n) == key), None)
+    if k is None:
+        raise ValueError(f"unknown kind {kind!r}; expected one of {list(KINDS)}")
     if int(size) < 1:
         raise ValueError(f"size must be >= 1, got {size}")
     ts = max(1, int(size) // 2) if test_size is None else int(test_size)
