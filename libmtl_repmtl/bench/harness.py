@@ -533,6 +533,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -559,6 +560,7 @@ def plot_summary(rows: Sequence[SummaryRow], out: Path) -> list[Path]:
         os.close(fd)
         fig.savefig(tmp, dpi=110)
         plt.close(fig)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
         written.append(path)
 
@@ -807,6 +809,7 @@ def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int
         return 0
     t0 = time.perf_counter()
     outcomes: list[Outcome] = []
+    runner_name = ""
     if not args.summary_only:
         if done:
             print(f"resuming: {len(done)} of {len(grid)} runs already complete, skipping them")
@@ -824,7 +827,8 @@ def main(argv: Sequence[str] | None = None, runner: Runner | None = None) -> int
     skipped = sum(o.status == "skipped" for o in outcomes)
     failed = [o for o in outcomes if o.status == "failed"]
     header = (f"Grid: benchmarks {desc['benchmarks']}, methods {desc['methods']}, seeds {desc['seeds']}, "
-              f"options {desc['options']}, device {args.device}, baseline {args.baseline}.")
+              f"options {desc['options']}, device {args.device}, baseline {args.baseline}"
+              + ("." if args.summary_only else f", runner {runner_name}, wall clock {wall:.0f} s."))
     write_summary(grid, out, args.baseline, header, outcomes)
     print(f"ran {ran}, skipped {skipped} (already complete), failed {len(failed)} in {wall:.1f}s; "
           f"wrote {out / 'summary.md'}, {out / 'summary.csv'}, {out / 'delta_p.png'}, {out / 'delta_p_vs_time.png'}")
