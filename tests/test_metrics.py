@@ -139,3 +139,47 @@ def test_task_dict_names_and_units():
     seg = td["segmentation"]["metrics_fn"]
     seg.update_fun(_logits(PRED_SEG.clamp(min=0), 13), PRED_SEG)
     assert seg.score_fun() == [1.0, 1.0]
+
+
+def test_metrics_match_brute_force_and_ignore_batching():
+    """Random data: the metrics equal plain NumPy formulas over all pixels, whatever the batching."""
+    import numpy as np
+
+    g = torch.Generator().manual_seed(0)
+    seg_pred, seg_gt = torch.randn(6, 5, 4, 7, generator=g), torch.randint(-1, 5, (6, 4, 7), generator=g)
+    d_pred, d_gt = torch.rand(6, 1, 4, 7, generator=g), torch.rand(6, 1, 4, 7, generator=g) + 0.1
+    d_gt[d_gt < 0.3] = 0.0
+    n_pred, n_gt = torch.randn(6, 3, 4, 7, generator=g), torch.randn(6, 3, 4, 7, generator=g)
+    n_gt[:, :, 0, 0] = 0.0
+
+    lab, gt = seg_pred.argmax(1).numpy().ravel(), seg_gt.numpy().ravel()
+    keep = gt >= 0
+    ious = []
+    for c in range(5):
+        tp = np.sum((lab == c) & (gt == c) & keep)
+        union = np.sum(((lab == c) | (gt == c)) & keep)
+        if union:
+            ious.append(tp / union)
+    want_seg = [np.mean(ious), np.mean(lab[keep] == gt[keep])]
+    dp, dg = d_pred.numpy().ravel(), d_gt.numpy().ravel()
+    v = dg != 0
+    want_depth = [np.mean(np.abs(dp[v] - dg[v])), np.mean(np.abs(dp[v] - dg[v]) / dg[v])]
+    a = n_pred.permute(0, 2, 3, 1).reshape(-1, 3).double().numpy()
+    b = n_gt.permute(0, 2, 3, 1).reshape(-1, 3).double().numpy()
+    v = np.linalg.norm(b, axis=1) != 0
+    cos = np.sum(a[v] * b[v], 1) / np.linalg.norm(a[v], axis=1) / np.linalg.norm(b[v], axis=1)
+    ang = np.degrees(np.arccos(np.clip(cos, -1, 1)))
+    want_normal = [ang.mean(), np.median(ang), *(np.mean(ang < t) for t in (11.25, 22.5, 30))]
+
+    for splits in ([6], [1, 5], [2, 2, 2]):
+        ms = SegMetric(5), DepthMetric(), NormalMetric()
+        start = 0
+        for n in splits:
+            sl = slice(start, start + n)
+            ms[0].update_fun(seg_pred[sl], seg_gt[sl])
+            ms[1].update_fun(d_pred[sl], d_gt[sl])
+            ms[2].update_fun(n_pred[sl], n_gt[sl])
+            start += n
+        assert ms[0].score_fun() == pytest.approx(want_seg)
+        assert ms[1].score_fun() == pytest.approx(want_depth)
+        assert ms[2].score_fun() == pytest.approx(want_normal, abs=1e-4)
