@@ -65,7 +65,8 @@ class RandomScaleCrop:
         scales: zoom factors (each >= 1).
         flip_p: probability of the horizontal flip.
         generator: optional ``torch.Generator`` for reproducible draws (default: torch's global RNG, which
-            DataLoader workers seed per worker).
+            DataLoader workers seed per worker; a shared generator would be copied into every worker and
+            repeat the same draws there, so leave it ``None`` when loading with ``num_workers > 0``).
     """
 
     def __init__(self, scales: Sequence[float] = DEFAULT_SCALES, flip_p: float = 0.5,
