@@ -152,7 +152,8 @@ class NormalMetric(AbsMetric):
     ``update_fun(pred, gt)``: ``pred`` float ``(B, 3, h, w)`` (normalised here); ``gt`` float ``(B, 3, H, W)``.
 
     Memory: every valid pixel's angle is kept as float32 on the CPU until :meth:`score_fun` (4 bytes per
-    pixel; ~290 MB for NYUv2's 654 test images at 288 x 384).
+    pixel; ~290 MB for NYUv2's 654 test images at 288 x 384); :meth:`score_fun` needs one more copy of that
+    size (the concatenation, partitioned in place for the median).
     """
 
     def __init__(self) -> None:
@@ -176,9 +177,12 @@ class NormalMetric(AbsMetric):
         a = np.concatenate(self.angles) if self.angles else np.zeros(0, np.float32)
         if a.size == 0:
             return [math.nan] * (2 + len(NORMAL_THRESHOLDS))
-        out = [float(a.mean(dtype=np.float64)), float(np.median(a))]
-        out += [float(np.count_nonzero(a < t)) / a.size for t in NORMAL_THRESHOLDS]
-        return out
+        within = [float(np.count_nonzero(a < t)) / a.size for t in NORMAL_THRESHOLDS]
+        mean = float(a.mean(dtype=np.float64))
+        if len(self.angles) == 1:
+            a = a.copy()  # keep the stored angles intact (score_fun may be called again)
+        median = float(np.median(a, overwrite_input=True))  # partitions the concatenated copy in place
+        return [mean, median, *within]
 
     def reinit(self) -> None:
         super().reinit()
