@@ -96,7 +96,7 @@ SUITES: dict[str, Suite] = {
     "cpu": Suite(("multimnist", "digits"), CPU_METHODS, (0, 1, 2),
                  {"multimnist": {"epochs": 8}, "digits": {"epochs": 8}}),
     "cpu-quick": Suite(("multimnist", "digits"), ("EW", "MGDA", "RepMTL", "STL"), (0,),
-                       {"multimnist": {"epochs": 2, "n_train": 1500}, "digits": {"epochs": 3}}),
+                       {"multimnist": {"epochs": 4}, "digits": {"epochs": 3}}),
     "ablation-cpu": Suite(("multimnist",), ("EW", "RepMTL", "RepMTL-CSA", "RepMTL-TSR", "STL"), (0, 1, 2),
                           {"multimnist": {"epochs": 8}}),
     # The paper's benchmarks with every method LibMTL 1.1.5 ships (it has no Nash-MTL, DB-MTL, FairGrad or
