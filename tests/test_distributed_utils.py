@@ -6,6 +6,7 @@ One ``mp.spawn`` of 2 processes (module fixture) runs every distributed case; th
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from typing import Any
 
@@ -105,12 +106,14 @@ def _ddp_step(weighting: str, env: DistEnv, rank: int, multi_input: bool = False
     return {"grads": _grads(model), "fires": fires, "gather_set": model.repmtl_gather is gather_with_grad}
 
 
-def _worker(rank: int, init_file: str, out_dir: str) -> None:
-    from libmtl_repmtl.training.distributed import any_rank, env_from_group
+def _worker(rank: int, port: int, out_dir: str) -> None:
+    from libmtl_repmtl.training.distributed import any_rank, env_from_group, init_from_env
 
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    env = init_from_env(device="cpu")  # torchrun's environment, as set above
     try:
-        env = env_from_group("cpu")
+        assert env == env_from_group("cpu") and env.backend == "gloo"
         out: dict[str, Any] = {"env": (env.rank, env.world_size, env.is_main, env.distributed)}
         out["repmtl"] = _ddp_step("RepMTL", env, rank)
         out["repmtl_multi"] = _ddp_step("RepMTL", env, rank, multi_input=True)
@@ -135,8 +138,11 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
 
 @pytest.fixture(scope="module")
 def spawned() -> list[dict[str, Any]]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(_worker, args=(os.path.join(tmp, "init"), tmp), nprocs=WORLD, join=True)
+        mp.spawn(_worker, args=(port, tmp), nprocs=WORLD, join=True)
         return [torch.load(os.path.join(tmp, f"{r}.pt"), weights_only=False) for r in range(WORLD)]
 
 

@@ -118,7 +118,10 @@ def init_from_env(backend: str | None = None, device: str | torch.device = "auto
         if world > 1 and ":" in spec:
             raise RuntimeError(f"--device {device} names one GPU, but torchrun started {world} processes; use "
                                "--device cuda (each process takes cuda:LOCAL_RANK)")
-        index = local_rank if world > 1 else (torch.device(spec).index or 0 if spec != "auto" else 0)
+        if world > 1 or spec in ("auto", "cuda"):
+            index = local_rank if world > 1 else 0
+        else:
+            index = torch.device(spec).index or 0
         if index >= torch.cuda.device_count():
             raise RuntimeError(f"LOCAL_RANK {local_rank} needs cuda:{index} but only {torch.cuda.device_count()} "
                                "CUDA device(s) are visible; lower --nproc_per_node")
