@@ -89,7 +89,8 @@ def _grads(model) -> dict[str, torch.Tensor]:
     return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-def _ddp_step(weighting: str, env: DistEnv, rank: int, multi_input: bool = False) -> dict[str, Any]:
+def _ddp_step(weighting: str, env: DistEnv, rank: int, multi_input: bool = False,
+              scale: float | None = None) -> dict[str, Any]:
     from libmtl_repmtl.core.distributed import gather_with_grad
     from tests._models import forward_losses
 
@@ -102,7 +103,13 @@ def _ddp_step(weighting: str, env: DistEnv, rank: int, multi_input: bool = False
     ddp.repmtl_gather = gather_with_grad  # goes to the inner model
     inputs, targets = _shard(rank, multi_input)
     losses = forward_losses(ddp, TASKS, inputs, targets, multi_input)
-    ddp.backward(losses, **CFG.to_weight_args())  # the weighting's backward on the inner model
+    if scale is None:
+        ddp.backward(losses, **CFG.to_weight_args())  # the weighting's backward on the inner model
+    else:  # GradScaler-style root scaling (training.amp) under DDP
+        from libmtl_repmtl.training.amp import scale_backward_roots
+
+        with scale_backward_roots(scale):
+            ddp.backward(losses, **CFG.to_weight_args())
     return {"grads": _grads(model), "fires": fires, "gather_set": model.repmtl_gather is gather_with_grad}
 
 
@@ -117,6 +124,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         out: dict[str, Any] = {"env": (env.rank, env.world_size, env.is_main, env.distributed)}
         out["repmtl"] = _ddp_step("RepMTL", env, rank)
         out["repmtl_multi"] = _ddp_step("RepMTL", env, rank, multi_input=True)
+        out["repmtl_scaled"] = _ddp_step("RepMTL", env, rank, scale=1024.0)
         out["ew"] = _ddp_step("EW", env, rank)
         out["metrics"] = _metric_scores(list(ShardSampler(7, rank, WORLD)), env)
         out["sums"] = reduce_sums({"n": rank + 1, "x": [0.5 * rank, torch.tensor([rank, 1.0])]}, env)
@@ -216,6 +224,15 @@ def test_repmtl_ddp_gradient_is_mean_of_rank_objectives_with_global_negatives(sp
         assert set(spawned[r][case]["fires"]) == set(ref)
         assert set(spawned[r][case]["fires"].values()) == {1}
         assert spawned[r][case]["gather_set"]
+
+
+@pytest.mark.dist
+def test_root_scaled_repmtl_backward_under_ddp_is_s_times_the_gradient(spawned):
+    for r in range(WORLD):
+        ref, got = spawned[r]["repmtl"]["grads"], spawned[r]["repmtl_scaled"]["grads"]
+        for name in ref:
+            torch.testing.assert_close(got[name] / 1024.0, ref[name], rtol=1e-10, atol=1e-14, msg=name)
+        assert set(spawned[r]["repmtl_scaled"]["fires"].values()) == {1}
 
 
 @pytest.mark.dist
