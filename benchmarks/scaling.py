@@ -179,7 +179,8 @@ def table(rows: list[dict[str, Any]], args: argparse.Namespace, wall: float, com
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
         f"{args.threads}, device {args.device}; torch {torch.__version__}; python {platform.python_version()}; "
         f"batch {args.batch}; {args.steps} timed steps after {args.warmup} warm-up step(s), median; wall time "
-        f"{wall:.0f} s.",
+        f"{wall:.0f} s; 1-min load average at start {args.load_start:.1f}, at end {os.getloadavg()[0]:.1f} "
+        "(other processes on the machine inflate and scatter the times).",
         f"Base configuration: {args.base_tasks} tasks, {args.base_channels} channels, "
         f"{args.base_size} x {args.base_size} representation; one axis varied at a time. Model: "
         "Conv3x3(3->C)+ReLU+Conv1x1(C->C) encoder, Conv1x1(C->16)+ReLU+Conv1x1(16->1) heads, MSE, Adam.",
@@ -269,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps < 1 or args.warmup < 0:
         p.error("--steps must be >= 1 and --warmup >= 0")
     command = "python benchmarks/scaling.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    args.load_start = os.getloadavg()[0]
     t0 = time.perf_counter()
     rows = []
     seen: dict[tuple[str, int, int, int], dict[str, Any]] = {}

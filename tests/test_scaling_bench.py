@@ -32,7 +32,7 @@ def test_failures_are_reported_in_the_table(tmp_path):
     finally:
         sys.path.pop(0)
     args = scaling.main.__globals__["argparse"].Namespace(
-        threads=1, device="cpu", batch=2, steps=1, warmup=0, base_tasks=2, base_channels=4, base_size=4)
+        threads=1, device="cpu", load_start=0.0, batch=2, steps=1, warmup=0, base_tasks=2, base_channels=4, base_size=4)
     rows = [{"axis": "tasks", "method": "EW", "tasks": 2, "channels": 4, "size": 4, "median_s": 0.01,
              "peak_bytes": 2**20},
             {"axis": "tasks", "method": "CAGrad", "tasks": 2, "channels": 4, "size": 4,
