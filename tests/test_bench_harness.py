@@ -143,3 +143,22 @@ def test_through_the_trainers_run_experiment(tmp_path: Path, capsys) -> None:
     assert set(rows) == {"EW", "RepMTL-TSR"} and rows["EW"]["seconds_per_epoch_mean"] != ""
     assert main(argv) == 0
     assert "ran 0, skipped 2" in capsys.readouterr().out
+
+
+def test_interrupted_trainer_run_is_resumed(tmp_path: Path) -> None:
+    """An incomplete run with a last.pt is re-run with resume=True when the runner accepts it."""
+    seen: list[dict] = []
+
+    def runner(benchmark, weighting, arch, dataset_path, save_path, *, resume=False, **options):
+        seen.append({"resume": resume, **options})
+        Path(save_path, "results.json").write_text(json.dumps({
+            "status": "complete", "complete": True, "best_epoch": 0,
+            "epochs": [{"epoch": 0, "test": {"a": {"Acc": 1}}}], "test_at_best": {"a": {"Acc": 1.0}}}))
+
+    run_dir = tmp_path / "multimnist" / "EW" / "seed0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "last.pt").write_bytes(b"x")
+    (run_dir / "results.json").write_text(json.dumps({"status": "running", "complete": False, "epochs": []}))
+    assert main(["--benchmarks", "multimnist", "--methods", "EW", "--epochs", "1", "--out", str(tmp_path)],
+                runner=runner) == 0
+    assert seen == [{"resume": True, "epochs": 1, "seed": 0, "device": "cpu"}]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import inspect
 import io
 import json
 import math
@@ -659,6 +660,13 @@ def select_runner(kind: str, benchmarks: Sequence[str]) -> tuple[Runner, str]:
                        f"({[b for b in benchmarks if b not in CPU_BENCHMARKS]})")
 
 
+def _accepts(fn: Callable[..., Any], name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def reset_peak_rss() -> bool:
     """Reset the process's peak-RSS mark (Linux ``/proc/self/clear_refs``; also what ``getrusage`` reports
     as ``ru_maxrss``). Returns False where unsupported."""
@@ -692,11 +700,15 @@ def execute(grid: Sequence[RunSpec], runner: Runner, dataset_paths: Mapping[str,
             continue
         log(f"[{i}/{len(grid)}] run  {run.label} ({run.weighting}, {run.arch})")
         run.save_path.mkdir(parents=True, exist_ok=True)
+        extra: dict[str, Any] = {}
+        if (run.save_path / "last.pt").exists() and _accepts(runner, "resume"):
+            extra["resume"] = True  # an interrupted trainer run continues from its last epoch
+            log("    resuming from last.pt")
         reset_peak_rss()  # so that a CPU run's "peak RSS" is this run's, not the process's so far
         t0 = time.perf_counter()
         try:
             runner(run.benchmark, run.weighting, run.arch, (dataset_paths or {}).get(run.benchmark),
-                   str(run.save_path), device=device, **run.options)
+                   str(run.save_path), device=device, **run.options, **extra)
         except Exception as exc:  # noqa: BLE001 - one failing method must not stop the grid
             err = f"{type(exc).__name__}: {exc}"
             atomic_write_text(run.save_path / "error.txt", traceback.format_exc())
