@@ -10,6 +10,7 @@ import socket
 import tempfile
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -127,7 +128,8 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         out["repmtl_scaled"] = _ddp_step("RepMTL", env, rank, scale=1024.0)
         out["ew"] = _ddp_step("EW", env, rank)
         out["metrics"] = _metric_scores(list(ShardSampler(7, rank, WORLD)), env)
-        out["sums"] = reduce_sums({"n": rank + 1, "x": [0.5 * rank, torch.tensor([rank, 1.0])]}, env)
+        out["sums"] = reduce_sums({"n": rank + 1, "x": [0.5 * rank, torch.tensor([rank, 1.0])],
+                                   "arr": np.array([1.0, rank]), "np": np.float64(rank)}, env)
         out["any"] = (any_rank(rank == 1, env), any_rank(False, env))
 
         def fail() -> None:
@@ -261,6 +263,7 @@ def test_sums_flags_and_main_only_writes(spawned):
         assert out["sums"]["n"] == 3 and isinstance(out["sums"]["n"], int)
         assert out["sums"]["x"][0] == pytest.approx(0.5)
         torch.testing.assert_close(out["sums"]["x"][1], torch.tensor([1.0, 2.0]))
+        assert out["sums"]["arr"].tolist() == [2.0, 1.0] and float(out["sums"]["np"]) == 1.0
         assert out["any"] == (True, False)
         assert "No space left on device" in out["run_on_main"]
         assert out["run_on_main_ok"] == ("written" if r == 0 else None)

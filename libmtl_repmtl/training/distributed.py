@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -366,9 +367,10 @@ def _transport_device(env: DistEnv) -> torch.device:
 
 
 def reduce_sums(value: Any, env: DistEnv) -> Any:
-    """Sum ``value`` over ranks: a tensor, a number, or a (nested) dict/list/tuple of them.
+    """Sum ``value`` over ranks: a tensor, a NumPy array/scalar, a number, or a (nested) dict/list/tuple of them.
 
-    Tensors keep their dtype, shape and device; Python ints stay ints, floats are summed in float64. Every rank
+    Tensors keep their dtype, shape and device, arrays their dtype and shape; Python ints stay ints, floats are
+    summed in float64. Every rank
     must call it with the same structure.
     """
     if not env.distributed:
@@ -393,6 +395,10 @@ def reduce_sums(value: Any, env: DistEnv) -> Any:
             t = leaf.detach().to(dev).clone()
             dist.all_reduce(t)
             reduced.append(t.to(leaf.device))
+        elif isinstance(leaf, (np.ndarray, np.generic)):
+            t = torch.from_numpy(np.array(leaf, copy=True)).to(dev)
+            dist.all_reduce(t)
+            reduced.append(t.cpu().numpy() if isinstance(leaf, np.ndarray) else t.cpu().numpy()[()])
         elif isinstance(leaf, bool) or not isinstance(leaf, (int, float)):
             raise TypeError(f"reduce_sums: cannot sum a {type(leaf).__name__} ({leaf!r})")
         else:
