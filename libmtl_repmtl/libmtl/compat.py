@@ -56,6 +56,8 @@ class PatchInfo:
 
 #: patch name -> "applied" | "not needed" | "probe failed: ..." (what happened in this process).
 _STATE: dict[str, str] = {}
+#: patch name -> the LibMTL module it was checked against (probes run once per imported LibMTL).
+_CHECKED: dict[str, Any] = {}
 
 
 # ============================================================================================ helpers
@@ -582,7 +584,14 @@ def apply_post_import_patches(libmtl: Any | None = None) -> dict[str, bool]:
     for sub in ("trainer", "weighting", "architecture", "weighting.abstract_weighting",
                 "architecture.abstract_arch", "config"):
         importlib.import_module(f"LibMTL.{sub}")
-    return {name: _run(name, fn, libmtl) for name, fn in _POST}
+    result = {}
+    for name, fn in _POST:
+        if _CHECKED.get(name) is libmtl:  # probed already for this LibMTL: nothing to do
+            result[name] = False
+            continue
+        result[name] = _run(name, fn, libmtl)
+        _CHECKED[name] = libmtl
+    return result
 
 
 def patches() -> list[PatchInfo]:

@@ -116,8 +116,14 @@ def discover() -> list[EntryPointInfo]:
 
 
 # ============================================================================================ helpers
+_strict_override: bool | None = None
+
+
 def _problem(message: str) -> None:
-    if os.environ.get(STRICT_ENV, "").strip().lower() in {"1", "true", "yes", "on"}:
+    strict = _strict_override
+    if strict is None:
+        strict = os.environ.get(STRICT_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+    if strict:
         raise PluginError(message)
     warnings.warn(message, PluginWarning, stacklevel=4)
 
@@ -281,22 +287,16 @@ def register(*, strict: bool | None = None) -> dict[str, list[str]]:
     Returns:
         kind -> names of the registered plugins (``{"weighting": ["RepMTL"], "architecture": ["RepHPS"]}``).
     """
+    global _strict_override
     with _lock:
-        libmtl = compat.ensure_libmtl()
-        del libmtl
-        old = os.environ.get(STRICT_ENV)
-        if strict is not None:
-            os.environ[STRICT_ENV] = "1" if strict else "0"
+        compat.ensure_libmtl()
+        previous, _strict_override = _strict_override, strict
         try:
             _reinstall()
             _load_all()
             _after_load()
         finally:
-            if strict is not None:
-                if old is None:
-                    os.environ.pop(STRICT_ENV, None)
-                else:
-                    os.environ[STRICT_ENV] = old
+            _strict_override = previous
         return registered_names()
 
 
