@@ -18,6 +18,7 @@ Exit status: 0 done, 1 training failed (e.g. NaN loss), 2 bad arguments or missi
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -44,8 +45,15 @@ def build_parser(family: str, argv: Sequence[str] | None = None) -> argparse.Arg
     d = spec.defaults
     parser = argparse.ArgumentParser(
         description=f"Train a LibMTL weighting/architecture on {family} (Rep-MTL project's example).",
-        parents=[LibMTL.config.LibMTL_args], add_help=False, conflict_handler="resolve")
-    parser.add_argument("-h", "--help", action="help", help="show this help message and exit")
+        conflict_handler="resolve")
+    # Copy LibMTL's flags instead of using ``parents=``: argparse's "resolve" handler would otherwise strip
+    # option strings from the action objects shared with LibMTL's module-level parser (e.g. its -h/--help).
+    for action in LibMTL.config.LibMTL_args._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        clone = copy.copy(action)
+        clone.option_strings = list(action.option_strings)
+        parser._add_action(clone)
     run = parser.add_argument_group("run")
     run.add_argument("--dataset_path", type=str, required=True, help="dataset root (the spec's layout)")
     run.add_argument("--save_path", type=str, required=True,
