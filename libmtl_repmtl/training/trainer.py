@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from libmtl_repmtl.core.objective import NonFiniteLossError as _CoreNonFiniteLossError
 from libmtl_repmtl.libmtl.bases import LibMTL
 from libmtl_repmtl.training.device import resolve_device
 from libmtl_repmtl.training.io import atomic_torch_save, atomic_write_json, to_jsonable
@@ -67,8 +68,8 @@ _MODEL_CONFIG_ATTRS = {"task_name", "task_num", "encoder_class", "rep_grad", "mu
                        "rep", "rep_tasks", "grad_index", "grad_dim", "repmtl_gather"}
 
 
-class NonFiniteLossError(FloatingPointError):
-    """A training loss is NaN or infinite (bad input, or a diverging run)."""
+# One error type for non-finite losses, whether the trainer's check or RepMTL's own catches them first.
+NonFiniteLossError = _CoreNonFiniteLossError
 
 
 # ---------------------------------------------------------------------------------------------- name lookup
