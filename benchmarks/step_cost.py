@@ -81,14 +81,58 @@ def _naive_weighting(base: type) -> type:
     return NaiveRepMTL
 
 
+def _encoder_and_heads() -> tuple[Any, Any]:
+    """The NYUv2 model's parts: a dilated ResNet-50 encoder class and the three ASPP heads."""
+    import torch
+    from torch import nn
+    from torchvision.models import resnet50
+    from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+
+    class Encoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            r = resnet50(weights=None, replace_stride_with_dilation=[False, True, True])
+            self.body = nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool, r.layer1, r.layer2, r.layer3, r.layer4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.body(x)
+
+    return Encoder, nn.ModuleDict({t: DeepLabHead(2048, c) for t, c in TASKS.items()})
+
+
+def flop_floor(size: tuple[int, int], batch: int) -> dict[str, float]:
+    """Forward FLOPs of the encoder (``E``) and of all heads (``H``), counted by torch's ``FlopCounterMode``,
+    and the cost floors they imply.
+
+    A training step of EW costs ``3 (E + H)`` (forward, input and weight gradients). Any exact Rep-MTL step
+    costs at least ``3 E + 6 H``: the encoder as in EW; in the heads the forward, the saliency pass (input
+    gradients), one backward through the forward graph (input and weight gradients: the first-order term
+    plus the regularisers' path through BatchNorm and the loss curvature) and the double backward through the
+    saliency graph (one convolution for the output-gradient direction, one weight gradient per layer).
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    encoder_class, heads = _encoder_and_heads()
+    encoder = encoder_class()
+    x = torch.randn(batch, 3, *size)
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as fc:
+            z = encoder(x)
+        e = float(fc.get_total_flops())
+        with FlopCounterMode(display=False) as fc:
+            for head in heads.values():
+                head(z)
+        h = float(fc.get_total_flops())
+    return {"encoder_flops": e, "heads_flops": h, "ew_step_flops": 3 * (e + h),
+            "repmtl_floor_flops": 3 * e + 6 * h, "floor_ratio": (3 * e + 6 * h) / (3 * (e + h))}
+
+
 def worker(method: str, steps: int, warmup: int, device_name: str, threads: int, size: tuple[int, int],
            batch: int) -> dict[str, Any]:
     import numpy as np
     import torch
     import torch.nn.functional as F
-    from torch import nn
-    from torchvision.models import resnet50
-    from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 
     import libmtl_repmtl
 
@@ -102,20 +146,11 @@ def worker(method: str, steps: int, warmup: int, device_name: str, threads: int,
     base_w = LibMTL.weighting.__dict__["EW" if wname == "naive" else wname]
     weighting = _naive_weighting(base_w) if wname == "naive" else base_w
     architecture = LibMTL.architecture.__dict__[aname]
-
-    class Encoder(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            r = resnet50(weights=None, replace_stride_with_dilation=[False, True, True])
-            self.body = nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool, r.layer1, r.layer2, r.layer3, r.layer4)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.body(x)
+    encoder_class, heads = _encoder_and_heads()
 
     class MTLmodel(architecture, weighting):  # type: ignore[misc, valid-type]
         def __init__(self) -> None:
-            heads = nn.ModuleDict({t: DeepLabHead(2048, c) for t, c in TASKS.items()})
-            super().__init__(list(TASKS), Encoder, heads, rep_grad, False, device)
+            super().__init__(list(TASKS), encoder_class, heads, rep_grad, False, device)
             self.init_param()
 
     model = MTLmodel().to(device)
@@ -191,7 +226,8 @@ def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
-def table(rows: list[dict[str, Any]], args: argparse.Namespace, wall: float) -> str:
+def table(rows: list[dict[str, Any]], args: argparse.Namespace, wall: float,
+          floor: dict[str, float] | None = None) -> str:
     ok = {r["method"]: r for r in rows if "error" not in r}
     ew = ok.get("EW")
     rep = ok.get("RepMTL")
@@ -223,6 +259,11 @@ def table(rows: list[dict[str, Any]], args: argparse.Namespace, wall: float) -> 
         grad = [ok[m] for m in GRADIENT_METHODS if m in ok]
         lines += ["", "Targets (issue 3):", ""]
         lines.append(f"- RepMTL / EW step time: {rep['median_s'] / ew['median_s']:.2f} (target <= 1.6)")
+        if floor:
+            lines.append(
+                f"- floor of any exact Rep-MTL step in FLOPs, (3E + 6H) / (3E + 3H): {floor['floor_ratio']:.3f} "
+                f"(forward FLOPs counted by FlopCounterMode: encoder E = {floor['encoder_flops']:.3g}, "
+                f"heads H = {floor['heads_flops']:.3g}; see docs/method.md, 'Cost')")
         lines.append(f"- RepMTL / EW peak memory: {rep['peak_bytes'] / ew['peak_bytes']:.2f} (target <= 1.3)")
         if grad:
             fastest = min(grad, key=lambda r: r["median_s"])
@@ -262,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown method(s) {unknown}; available: {', '.join(METHODS)}")
     t0 = time.perf_counter()
     rows = run_all(args)
-    text = table(rows, args, time.perf_counter() - t0)
+    floor = flop_floor(tuple(args.size), args.batch)
+    text = table(rows, args, time.perf_counter() - t0, floor)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=args.out.parent, delete=False, suffix=".tmp") as fh:
         fh.write(text)
