@@ -22,7 +22,6 @@ import io
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -30,6 +29,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import measure_steps  # noqa: E402
+
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -50,13 +52,6 @@ AXES = ("tasks", "channels", "size")
 
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
-
-
-def _rss_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 # ----------------------------------------------------------------------------------------- worker
@@ -117,28 +112,7 @@ def worker(method: str, tasks: int, channels: int, size: int, batch: int, steps:
         model.backward(losses, **weight_args)
         optimizer.step()
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    if device.type == "cuda":
-        sync()
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-    else:
-        Path("/proc/self/clear_refs").write_text("5")
-        base = _rss_kb("VmRSS") * 1024
-    times = []
-    for i in range(warmup + steps):
-        sync()
-        t0 = time.perf_counter()
-        step()
-        sync()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    peak = (torch.cuda.max_memory_allocated(device) - base if device.type == "cuda"
-            else _rss_kb("VmHWM") * 1024 - base)
-    return {"median_s": statistics.median(times), "times_s": times, "peak_bytes": int(peak)}
+    return measure_steps(step, device, steps, warmup)
 
 
 # ----------------------------------------------------------------------------------------- parent

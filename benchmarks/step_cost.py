@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import measure_steps  # noqa: E402
 
 #: LibMTL weightings that manipulate gradients (each needs its rep_grad setting).
 GRADIENT_METHODS = {"MGDA": False, "PCGrad": False, "GradVac": False, "CAGrad": False, "IMTL": False,
@@ -50,13 +51,6 @@ TASKS = {"segmentation": 13, "depth": 1, "normal": 3}
 
 
 # ----------------------------------------------------------------------------------------- worker
-def _rss_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def _naive_weighting(base: type) -> type:
     import torch
 
@@ -180,30 +174,7 @@ def worker(method: str, steps: int, warmup: int, device_name: str, threads: int,
         model.backward(losses, **weight_args)
         optimizer.step()
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    if device.type == "cuda":
-        sync()
-        torch.cuda.reset_peak_memory_stats(device)
-        base_mem = torch.cuda.memory_allocated(device)
-    else:
-        Path("/proc/self/clear_refs").write_text("5")
-        base_mem = _rss_kb("VmRSS") * 1024
-    times = []
-    for i in range(warmup + steps):
-        sync()
-        t0 = time.perf_counter()
-        step()
-        sync()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device) - base_mem
-    else:
-        peak = _rss_kb("VmHWM") * 1024 - base_mem
-    return {"method": method, "median_s": statistics.median(times), "times_s": times, "peak_bytes": peak}
+    return {"method": method, **measure_steps(step, device, steps, warmup)}
 
 
 # ----------------------------------------------------------------------------------------- parent
