@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from libmtl_repmtl.bench.harness import atomic_write_text, reset_peak_rss
+
 #: Default weighting hyper-parameters (LibMTL's command-line defaults).
 DEFAULT_WEIGHT_ARGS: dict[str, dict[str, Any]] = {
     "DWA": {"T": 2.0},
@@ -72,16 +74,6 @@ def _weight_args(weighting: str, extra: Mapping[str, Any] | None) -> dict[str, A
     return args
 
 
-def _reset_peak_rss() -> bool:
-    """Reset the process's peak-RSS mark (Linux ``/proc/self/clear_refs``); False where unsupported."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def _peak_rss_mb() -> float:
     """Peak resident set size of the process in MiB (``VmHWM``; ``ru_maxrss`` where /proc is missing)."""
     try:
@@ -95,8 +87,6 @@ def _peak_rss_mb() -> float:
 
 
 def _atomic_json(path: Path, obj: Any) -> None:
-    from libmtl_repmtl.bench.harness import atomic_write_text
-
     atomic_write_text(path, json.dumps(obj, indent=1))
 
 
@@ -163,7 +153,7 @@ def run_cpu_experiment(benchmark: str, weighting: str, arch: str, dataset_path: 
     out = Path(save_path)
     out.mkdir(parents=True, exist_ok=True)
 
-    peak_was_reset = _reset_peak_rss()
+    peak_was_reset = reset_peak_rss()
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
