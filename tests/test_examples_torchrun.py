@@ -27,12 +27,14 @@ def data(tmp_path_factory):
     return synthetic.generate("nyuv2", root / "nyuv2", size=8, test_size=3)  # test shards: 2 + 1 images
 
 
-def _torchrun(data: Path, save: Path, cwd: Path, *extra: str) -> subprocess.CompletedProcess:
+def _torchrun(data: Path, save: Path, cwd: Path, *extra: str, env_extra: dict[str, str] | None = None
+              ) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT),
            "--dataset_path", str(data), "--save_path", str(save), *FLAGS, *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     env.pop(STOP_ENV, None)
+    env.update(env_extra or {})
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
 
 
@@ -97,3 +99,19 @@ def test_two_process_run_refuses_a_gradient_method_with_the_reason(data, tmp_pat
     assert "error: weighting 'MGDA' cannot be trained with DistributedDataParallel" in proc.stderr
     assert "train MGDA in a single process (without torchrun)" in proc.stderr
     assert not save.exists()
+
+
+@pytest.mark.dist
+def test_two_process_run_resumes_after_an_interruption(data, tmp_path):
+    save = tmp_path / "run"
+    method = ("--weighting", "RepMTL", "--arch", "RepHPS", "--epochs", "2")
+    first = _torchrun(data, save, tmp_path, *method, env_extra={STOP_ENV: "1"})
+    assert first.returncode != 0 and first.stderr.count("Continue with the same command plus --resume") == 1
+    partial = json.loads((save / "results.json").read_text())
+    assert partial["status"] == "interrupted" and partial["epochs_done"] == 1
+    second = _torchrun(data, save, tmp_path, *method, "--resume")
+    assert second.returncode == 0, second.stderr[-4000:]
+    assert "Resumed from" in second.stdout and "Epoch: 0000 | TRAIN" not in second.stdout
+    res = json.loads((save / "results.json").read_text())
+    assert res["status"] == "complete" and [e["epoch"] for e in res["epochs"]] == [0, 1]
+    assert res["epochs"][0] == partial["epochs"][0]

@@ -332,3 +332,36 @@ def test_single_process_float32_runs_keep_the_plain_trainer(tmp_path, monkeypatc
     experiment.run_experiment(BENCH, "EW", "HPS", None, tmp_path / "bf16", device="cpu", verbose=False, epochs=1,
                               amp="bf16")
     assert built[0] is experiment.MTLTrainer and built[1] is experiment.ParallelMTLTrainer
+
+
+def test_float16_grad_scaler_path_trains_and_checkpoints_the_scaler(tmp_path):
+    """fp16 + GradScaler is CUDA's setting; the CPU stand-in (an explicit AmpConfig) runs the same trainer path:
+    scaled_backward, scaler.step/update (overflowing steps skipped), the scaler's state in the checkpoints."""
+    from libmtl_repmtl.training.amp import AmpConfig
+    from libmtl_repmtl.training.experiment import ParallelMTLTrainer, arch_args_for, resolve_architecture
+
+    spec = get_benchmark(BENCH)
+    opts = {**spec.defaults, "seed": 0}
+
+    def build() -> ParallelMTLTrainer:
+        torch.manual_seed(0)
+        return ParallelMTLTrainer(spec.task_dict(TASKS, opts), "RepMTL", "RepHPS", _Enc, spec.decoders(TASKS, opts),
+                                  False, False, {"optim": "adam", "lr": 1e-2}, None, tmp_path, device="cpu",
+                                  verbose=False, amp=AmpConfig(True, "cpu", torch.float16, True),
+                                  arch_args=arch_args_for(resolve_architecture("RepHPS")))
+
+    trainer = build()
+    assert trainer.grad_scaler is not None and trainer.train_model is trainer.model  # one process: no wrapper
+    loaders = spec.dataloaders(TASKS, opts)
+    trainer.train(loaders["train"], loaders["test"], 2, val_dataloaders=loaders["val"])
+    assert trainer.status == "complete"
+    for epoch in trainer.history:
+        assert _finite(epoch["train_loss"]) and math.isfinite(epoch["repmtl"]["total"])
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    saved = torch.load(tmp_path / "last.pt", weights_only=False)["grad_scaler"]
+    assert saved["scale"] == trainer.grad_scaler.get_scale() < 2.0**16  # overflowing steps lowered the scale
+    resumed = build()
+    assert resumed.grad_scaler.get_scale() == 2.0**16
+    resumed.resume = True
+    resumed.start_training(3, len(loaders["train"]))  # resume reads last.pt
+    assert resumed.start_epoch == 2 and resumed.grad_scaler.get_scale() == saved["scale"]
