@@ -92,6 +92,7 @@ CASES = [
     ("dwa", "DWA", "HPS", {"epochs": 3}),
     ("nan", "EW", "HPS", {"nan_index": 5}),
     ("mgda", "MGDA", "HPS", {}),
+    ("unwritable", "EW", "HPS", {"epochs": 1}),  # save_path is a file: rank 0's first write fails
 ]
 
 
@@ -157,6 +158,7 @@ def spawned():
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "unwritable").write_text("a file, not a folder")
         mp.spawn(_worker, args=(port, tmp), nprocs=WORLD, join=True)
         outs = [torch.load(os.path.join(tmp, f"rank{r}.pt"), weights_only=False) for r in range(WORLD)]
         checks = {name: _single_process_scores(Path(tmp) / name, w, a) for name, w, a, _ in CASES[:3]}
@@ -269,6 +271,15 @@ def test_gradient_methods_are_refused_on_every_rank(spawned):
         assert err.startswith("ValueError") and "'MGDA' cannot be trained with DistributedDataParallel" in err
         assert "single process" in err
     assert not (root / "mgda").exists()
+
+
+@pytest.mark.dist
+def test_a_failed_write_on_rank0_stops_every_rank(spawned):
+    outs, _, _ = spawned
+    assert outs[0]["unwritable"]["error"].startswith(("NotADirectoryError", "FileExistsError"))  # rank 0's own
+    assert "results.json" in outs[0]["unwritable"]["writes"]
+    err = outs[1]["unwritable"]["error"]
+    assert err.startswith("RuntimeError: epoch 0 failed on another rank (rank 0:") and "every rank stops" in err
 
 
 # ---------------------------------------------------------------------------------------------- bf16 (1 process)
