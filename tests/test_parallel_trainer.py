@@ -134,11 +134,20 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         return get_item(self, i)
 
     _Data.__getitem__ = recording_get_item  # type: ignore[method-assign]
+    trained: list[Any] = []
+    train = trainer_mod.MTLTrainer.train
+
+    def keeping_train(self: Any, *a: Any, **k: Any) -> Any:
+        trained.append(self)
+        return train(self, *a, **k)
+
+    trainer_mod.MTLTrainer.train = keeping_train  # type: ignore[method-assign]
     out: dict[str, Any] = {}
     try:
         for name, weighting, arch, kwargs in CASES:
             writes.clear()
             read.clear()
+            trained.clear()
             gathers[0] = 0
             try:
                 res = run_experiment(BENCH, weighting, arch, None, os.path.join(out_dir, name), device="cpu",
@@ -146,7 +155,8 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
                 out[name] = {"results": res}
             except Exception as exc:  # noqa: BLE001 - compared by the tests
                 out[name] = {"error": f"{type(exc).__name__}: {exc}"}
-            out[name].update(writes=list(writes), gathers=gathers[0], read=list(read))
+            out[name].update(writes=list(writes), gathers=gathers[0], read=list(read),
+                             params=[torch.cat([p.detach().flatten() for p in t.model.parameters()]) for t in trained])
         torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         cleanup(env)
@@ -219,6 +229,16 @@ def test_reduced_scores_equal_a_single_process_evaluation_of_the_checkpoint(spaw
         for task in TASKS:
             assert last[split][task] == pytest.approx(single["metrics"][task], rel=1e-12), (split, task)
         assert last[f"{split}_loss"] == pytest.approx(single["loss"], rel=1e-6)
+
+
+@pytest.mark.dist
+@pytest.mark.parametrize("name", ["ew", "repmtl", "dwa"])
+def test_parameters_stay_identical_across_ranks(spawned, name):
+    """Different shards, one all-reduced gradient: the ranks' models are equal after training."""
+    outs, _, _ = spawned
+    p0, p1 = outs[0][name]["params"], outs[1][name]["params"]
+    assert len(p0) == len(p1) == 1
+    assert torch.equal(p0[0], p1[0])
 
 
 @pytest.mark.dist
