@@ -2,6 +2,7 @@
 
 * :func:`run_experiment` -- one run of a registered benchmark (the example scripts and the harness use it).
 * :class:`MTLTrainer` -- LibMTL ``Trainer`` with an explicit device, Δp, atomic results/checkpoints, resume.
+* :class:`ParallelMTLTrainer` -- the same with torchrun/DDP and mixed precision (``docs/distributed.md``).
 * :mod:`~libmtl_repmtl.training.registry` -- :class:`BenchmarkSpec`, :func:`register_benchmark`,
   :func:`get_benchmark`.
 * :func:`resolve_device`, and atomic writers in :mod:`~libmtl_repmtl.training.io`.
@@ -18,6 +19,7 @@ from typing import Any
 _LAZY = {
     "run_experiment": "libmtl_repmtl.training.experiment",
     "MTLTrainer": "libmtl_repmtl.training.trainer",
+    "ParallelMTLTrainer": "libmtl_repmtl.training.experiment",
     "NonFiniteLossError": "libmtl_repmtl.training.trainer",
     "BenchmarkSpec": "libmtl_repmtl.training.registry",
     "register_benchmark": "libmtl_repmtl.training.registry",

@@ -1,7 +1,7 @@
 """Mixed precision for LibMTL-style training: ``torch.autocast`` and an exact GradScaler path for weightings
 that call ``.backward()`` themselves (``model.backward(losses, **weight_args)``).
 
-* CUDA: float16 autocast + ``torch.amp.GradScaler`` (or bfloat16 without a scaler, ``--amp_dtype bf16``).
+* CUDA: float16 autocast + ``torch.amp.GradScaler`` (``--amp fp16``), or bfloat16 without a scaler (``--amp bf16``).
 * CPU: bfloat16 autocast, no scaler (bfloat16 has float32's exponent range: nothing underflows).
 
 The network runs in low precision; Rep-MTL's saliency terms stay in float32 (``RepHPS`` hands the heads float32
@@ -87,17 +87,46 @@ class AmpConfig:
         if dev.type == "cuda":
             chosen = dtype or torch.float16
             if chosen == torch.bfloat16 and not torch.cuda.is_bf16_supported():
-                raise ValueError("this GPU does not support bfloat16; use --amp_dtype fp16 (with a GradScaler)")
+                raise ValueError("this GPU does not support bfloat16; use --amp fp16 (float16 with a GradScaler)")
         elif dev.type == "cpu":
             chosen = dtype or torch.bfloat16
             if chosen != torch.bfloat16:
-                raise ValueError("CPU mixed precision uses bfloat16 (float16 on the CPU is slow and needs loss "
-                                 "scaling); use --amp_dtype bf16 or train in float32")
+                raise ValueError("CPU mixed precision uses bfloat16 (float16 with a GradScaler needs CUDA); use "
+                                 "--amp bf16 on the CPU, or --amp none for float32")
         else:
             raise ValueError(f"mixed precision on device type {dev.type!r} is not supported; use cuda or cpu")
         if chosen not in (torch.float16, torch.bfloat16):
             raise ValueError(f"AMP dtype must be float16 or bfloat16, got {chosen}")
         return cls(True, dev.type, chosen, chosen == torch.float16)
+
+
+    @classmethod
+    def from_flag(cls, device: str | torch.device, flag: str | AmpConfig | None) -> AmpConfig:
+        """The config of the ``--amp`` flag: ``"none"`` (float32; also ``None``), ``"bf16"`` or ``"fp16"``
+        (an :class:`AmpConfig` is returned as it is).
+
+        Raises:
+            ValueError: an unknown value, or one the device does not support (fp16 on the CPU).
+        """
+        if isinstance(flag, AmpConfig):
+            return flag
+        name = "none" if flag is None else str(flag).strip().lower()
+        if name in ("none", "off", "fp32", "float32"):
+            return cls.for_device(device, enabled=False)
+        if name not in _DTYPES:
+            raise ValueError(f"unknown --amp value {flag!r}; choose from {AMP_CHOICES}")
+        return cls.for_device(device, True, name)
+
+
+#: Values of the ``--amp`` flag.
+AMP_CHOICES = ("none", "bf16", "fp16")
+
+
+def add_amp_args(parser: Any) -> None:
+    """Add ``--amp none|bf16|fp16`` (default ``none``) to an ``argparse`` parser."""
+    parser.add_argument("--amp", choices=AMP_CHOICES, default="none",
+                        help="mixed precision: none (float32, default), bf16 (CPU or CUDA, no scaler) or fp16 (CUDA "
+                             "only, with a GradScaler); Rep-MTL's saliency terms stay float32")
 
 
 def autocast_context(device: str | torch.device, enabled: bool = True,
@@ -188,4 +217,5 @@ def scaled_backward(model: nn.Module, losses: Tensor, scaler: torch.amp.GradScal
     return weights
 
 
-__all__ = ["AmpConfig", "autocast_context", "make_grad_scaler", "scale_backward_roots", "scaled_backward"]
+__all__ = ["AMP_CHOICES", "AmpConfig", "add_amp_args", "autocast_context", "make_grad_scaler", "scale_backward_roots",
+           "scaled_backward"]

@@ -8,7 +8,9 @@ One job per function; the trainer composes them (see ``docs/distributed.md`` for
   inner model; evaluation forwards bypass DDP);
 * :func:`make_sampler` / :func:`make_eval_sampler` / :func:`set_sampler_epoch`;
 * :func:`reduce_sums`, :func:`all_reduce_metric_state`, :func:`any_rank`;
-* :func:`run_on_main`, :func:`barrier`, :func:`broadcast_buffers`, :func:`cleanup`.
+* :func:`run_on_main`, :func:`barrier`, :func:`broadcast_buffers`, :func:`cleanup`;
+* :func:`shard_loader` / :func:`shard_loaders`: a benchmark's ordinary loaders re-built on the samplers above;
+* :class:`DataParallelTrainerMixin`: all of the above (and mixed precision) in ``MTLTrainer``'s hooks.
 
 Every function is a no-op (or the identity) in a single process, so the trainer calls them unconditionally.
 """
@@ -27,7 +29,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DistributedSampler, Sampler
+from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, RandomSampler, Sampler
 
 T = TypeVar("T")
 
@@ -361,6 +363,50 @@ def set_sampler_epoch(loaders: Any, epoch: int) -> None:
             sampler.set_epoch(epoch)
 
 
+def shard_loader(loader: Any, env: DistEnv, *, train: bool, seed: int = 0) -> Any:
+    """Re-build an ordinary ``DataLoader`` (or a ``task -> DataLoader`` dict, or ``None``) on this rank's shard.
+
+    Training (``train=True``): :func:`make_sampler` (a ``DistributedSampler``; shuffled when ``loader`` was,
+    i.e. its sampler is a ``RandomSampler``; order set by ``seed`` and :func:`set_sampler_epoch`). Evaluation:
+    :func:`make_eval_sampler` (every sample scored once over all ranks). Batch size, ``drop_last``, workers,
+    ``collate_fn``, ``pin_memory`` and ``worker_init_fn`` are kept. Loaders that already use one of these
+    samplers, and everything in a single process, are returned unchanged.
+
+    Raises:
+        TypeError: ``loader`` is not a ``DataLoader`` (nor a dict of them, nor ``None``).
+        ValueError: an ``IterableDataset`` or a custom ``batch_sampler`` (they cannot be split by index: build
+            the loader with ``sampler=make_sampler(dataset, env, ...)`` yourself).
+    """
+    if loader is None or not env.distributed:
+        return loader
+    if isinstance(loader, Mapping):
+        return {k: shard_loader(v, env, train=train, seed=seed) for k, v in loader.items()}
+    if not isinstance(loader, DataLoader):
+        raise TypeError(f"shard_loader: expected a torch DataLoader (or a task -> DataLoader dict), got "
+                        f"{type(loader).__name__}")
+    if isinstance(loader.sampler, (DistributedSampler, ShardSampler)):
+        return loader
+    if isinstance(loader.dataset, IterableDataset):
+        raise ValueError("a DataLoader over an IterableDataset cannot be split across ranks by index: shard the "
+                         "stream per rank yourself (env.rank of env.world_size) and pass the per-rank loaders")
+    if loader.batch_size is None:
+        raise ValueError("a DataLoader with a custom batch_sampler cannot be split across ranks automatically: "
+                         "build it with sampler=make_sampler(dataset, env, ...) (training) or "
+                         "make_eval_sampler(dataset, env) (evaluation) and batch_size=...")
+    if train:
+        sampler: Sampler[int] = make_sampler(loader.dataset, env, shuffle=isinstance(loader.sampler, RandomSampler),
+                                             seed=seed)
+    else:
+        sampler = make_eval_sampler(loader.dataset, env)
+    workers = int(loader.num_workers)
+    return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler, drop_last=loader.drop_last,
+                      num_workers=workers, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
+                      timeout=loader.timeout, worker_init_fn=loader.worker_init_fn,
+                      multiprocessing_context=loader.multiprocessing_context if workers > 0 else None,
+                      prefetch_factor=loader.prefetch_factor if workers > 0 else None,
+                      persistent_workers=bool(loader.persistent_workers) and workers > 0)
+
+
 # ---------------------------------------------------------------------------------------------- reductions
 def _transport_device(env: DistEnv) -> torch.device:
     return env.device if env.backend == "nccl" else torch.device("cpu")
@@ -528,10 +574,205 @@ def run_on_main(env: DistEnv, fn: Callable[..., T], *args: Any, **kwargs: Any) -
     return result
 
 
+# ---------------------------------------------------------------------------------------------- trainer mixin
+def _float32(value: Any) -> Any:
+    """Low-precision floating tensors (in nested dicts/lists/tuples) cast to float32; the rest unchanged."""
+    if torch.is_tensor(value):
+        return value.float() if value.is_floating_point() and value.dtype in (torch.float16, torch.bfloat16) \
+            else value
+    if isinstance(value, Mapping):
+        return {k: _float32(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_float32(v) for v in value)
+    return value
+
+
+class DataParallelTrainerMixin:
+    """Data-parallel (torchrun + DDP) and mixed-precision training for ``MTLTrainer``, through its hooks.
+
+    Compose it in front of the trainer: ``class Trainer(DataParallelTrainerMixin, MTLTrainer)``
+    (:class:`libmtl_repmtl.training.experiment.ParallelMTLTrainer` is that class). With a single-process
+    :class:`DistEnv` and ``amp="none"`` every hook defers to the trainer unchanged. Otherwise:
+
+    * the model is wrapped with :func:`wrap_model` (``self.train_model``); training forwards go through it, the
+      weighting's ``backward``, checkpoints and evaluation use the inner ``self.model``;
+    * ``train()`` re-builds the loaders with :func:`shard_loader` (``DistributedSampler`` for training,
+      :class:`ShardSampler` for evaluation) and every epoch calls ``set_epoch(epoch)`` and restarts the
+      training iterators;
+    * before the meter scores a split, the ranks' metric/loss accumulators and the weighting's diagnostic sums
+      are merged (:func:`all_reduce_metric_state`, :func:`reduce_sums`) and, after training, rank 0's buffers
+      (BatchNorm running statistics) are broadcast, so every rank computes the same epoch record (timings and
+      peak memory are each rank's own);
+    * a non-finite loss on any rank stops every rank (:func:`any_rank`); a failure at the end of an epoch on
+      one rank (e.g. rank 0's write) stops every rank;
+    * only rank 0 writes ``results.json``, ``best.pt`` and ``last.pt`` (the other ranks' ``save_path`` is
+      ``None`` except while they read ``last.pt`` to resume);
+    * RepMTL with ``RepMTL_global_negatives`` true gets ``model.repmtl_gather = gather_with_grad`` (CSA
+      negatives from the global batch);
+    * mixed precision: the training forward runs under ``torch.autocast`` and its outputs are cast to float32
+      (losses and metrics in float32); with float16 a ``GradScaler`` drives :func:`scaled_backward` and the
+      step, and its state is checkpointed.
+
+    Keyword arguments (the others go to the trainer):
+        dist_env: from :func:`init_from_env` (default: one process on the trainer's device).
+        amp: ``"none"``, ``"bf16"``, ``"fp16"`` or an :class:`~libmtl_repmtl.training.amp.AmpConfig`.
+        sync_bn: convert BatchNorm layers to ``SyncBatchNorm`` (CUDA, several processes).
+        sampler_seed: seed of the training ``DistributedSampler`` (use the run's seed, the same on every rank).
+
+    Raises:
+        ValueError: a weighting DDP cannot synchronise (:func:`check_weighting_supports_ddp`), ``dist_env``
+            on another device than the trainer, or an AMP setting the device does not support.
+    """
+
+    device: torch.device
+    model: nn.Module
+
+    def __init__(self, *args: Any, dist_env: DistEnv | None = None, amp: Any = "none", sync_bn: bool = False,
+                 sampler_seed: int = 0, **kwargs: Any) -> None:
+        from libmtl_repmtl.training.amp import AmpConfig, make_grad_scaler
+
+        super().__init__(*args, **kwargs)
+        env = dist_env if dist_env is not None else DistEnv(device=self.device)
+        if env.distributed and torch.device(env.device) != self.device:
+            raise ValueError(f"the trainer runs on {self.device} but this rank's device is {env.device}: pass "
+                             "device=dist_env.device")
+        self.dist_env = env
+        self.amp = AmpConfig.from_flag(self.device, amp)
+        self.grad_scaler = make_grad_scaler(self.amp)
+        self.sampler_seed = int(sampler_seed)
+        if env.distributed:
+            check_weighting_supports_ddp(self.weighting_class)  # type: ignore[attr-defined]
+            if self.kwargs["weight_args"].get("RepMTL_global_negatives"):  # type: ignore[attr-defined]
+                from libmtl_repmtl.core.distributed import gather_with_grad
+
+                self.model.repmtl_gather = gather_with_grad
+        # not registered as a sub-module of the trainer (it holds the same parameters as self.model)
+        object.__setattr__(self, "train_model", wrap_model(self.model, env, sync_bn=sync_bn))
+        self._train_loaders: Any = None
+        self._rank0_save_path = self.save_path  # type: ignore[has-type]
+        if not env.is_main:
+            self.save_path = None  # rank 0 alone writes results.json, best.pt and last.pt
+
+    # ------------------------------------------------------------------ hooks of MTLTrainer
+    def train_forward(self, inputs: Any, task: str | None = None) -> Any:
+        """Training forward through the DDP wrapper, under autocast when mixed precision is on."""
+        model = self.train_model  # type: ignore[attr-defined]
+        if not self.amp.enabled:
+            return model(inputs) if task is None else model(inputs, task)
+        with torch.autocast(self.amp.device_type, dtype=self.amp.dtype):
+            out = model(inputs) if task is None else model(inputs, task)
+        return _float32(out)
+
+    def train(self, train_dataloaders: Any, test_dataloaders: Any, epochs: int, val_dataloaders: Any = None,
+              return_weight: bool = False) -> Any:
+        """Shard the loaders across ranks (see :func:`shard_loader`), then the trainer's ``train``."""
+        env = self.dist_env
+        if env.distributed:
+            train_dataloaders = shard_loader(train_dataloaders, env, train=True, seed=self.sampler_seed)
+            test_dataloaders = shard_loader(test_dataloaders, env, train=False)
+            val_dataloaders = shard_loader(val_dataloaders, env, train=False)
+        self._train_loaders = train_dataloaders
+        return super().train(train_dataloaders, test_dataloaders, epochs,  # type: ignore[misc]
+                             val_dataloaders=val_dataloaders, return_weight=return_weight)
+
+    def start_training(self, epochs: int, train_batch: int) -> None:
+        """The trainer's ``start_training``; every rank reads rank 0's ``last.pt`` when resuming."""
+        if self.dist_env.is_main:
+            return super().start_training(epochs, train_batch)  # type: ignore[misc]
+        self.save_path = self._rank0_save_path
+        try:
+            return super().start_training(epochs, train_batch)  # type: ignore[misc]
+        finally:
+            self.save_path = None
+
+    def train_epoch(self, epoch: int, train_loader: Any, train_batch: int) -> Any:
+        """``set_epoch(epoch)`` on the training samplers and fresh iterators, then the trainer's epoch."""
+        if self.dist_env.distributed:
+            set_sampler_epoch(self._train_loaders, epoch)
+            pairs = list(train_loader.values()) if isinstance(train_loader, Mapping) else [train_loader]
+            for pair in pairs:  # [DataLoader, iterator]: this epoch's order, whatever the previous one left
+                pair[1] = iter(pair[0])
+        return super().train_epoch(epoch, train_loader, train_batch)  # type: ignore[misc]
+
+    def reduce_epoch_state(self, mode: str) -> None:
+        """Merge the ranks' metric/loss accumulators (and, after training, the diagnostic sums; then broadcast
+        rank 0's buffers) before the meter scores the split."""
+        env = self.dist_env
+        if not env.distributed:
+            return
+        all_reduce_metric_state(self.meter, env)  # type: ignore[attr-defined]
+        if mode == "train":
+            self._stat_sums = reduce_sums(self._stat_sums, env)  # type: ignore[has-type]
+            self._stat_counts = reduce_sums(self._stat_counts, env)  # type: ignore[has-type]
+            broadcast_buffers(self.model, env)
+
+    def check_losses(self, losses: Tensor, epoch: int, batch_index: int) -> None:
+        """The trainer's check, agreed by every rank: a non-finite loss anywhere stops all of them."""
+        env = self.dist_env
+        if env.distributed:
+            here = not bool(torch.isfinite(losses.detach()).all())
+            if any_rank(here, env) and not here:
+                from libmtl_repmtl.core.objective import NonFiniteLossError
+
+                raise NonFiniteLossError(
+                    f"non-finite training loss on another rank at epoch {epoch}, batch {batch_index} (this rank's "
+                    "losses are finite): every rank stops. That rank's error shows the values; check the input "
+                    "data or lower the learning rate.")
+        super().check_losses(losses, epoch, batch_index)  # type: ignore[misc]
+
+    def backward_and_step(self, losses: Tensor) -> Any:
+        """With a GradScaler (float16): :func:`scaled_backward`, ``scaler.step`` and ``scaler.update``;
+        otherwise the trainer's (the weighting's ``backward`` on the inner model fires DDP's hooks)."""
+        if self.grad_scaler is None:
+            return super().backward_and_step(losses)  # type: ignore[misc]
+        from libmtl_repmtl.training.amp import scaled_backward
+
+        optimizer = self.optimizer  # type: ignore[attr-defined]
+        optimizer.zero_grad(set_to_none=False)
+        weights = scaled_backward(self.model, losses, self.grad_scaler,
+                                  **self.kwargs["weight_args"])  # type: ignore[attr-defined]
+        self.grad_scaler.step(optimizer)
+        self.grad_scaler.update()
+        return weights
+
+    def end_epoch(self, epoch: int, record: dict[str, Any]) -> None:
+        """The trainer's ``end_epoch`` (rank 0 writes); then every rank learns whether any rank failed."""
+        env = self.dist_env
+        if not env.distributed:
+            return super().end_epoch(epoch, record)  # type: ignore[misc]
+        error: Exception | None = None
+        try:
+            super().end_epoch(epoch, record)  # type: ignore[misc]
+        except Exception as exc:  # noqa: BLE001 - shared with the other ranks, then re-raised
+            error = exc
+        messages = gather_objects(None if error is None else f"{type(error).__name__}: {error}", env)
+        if error is not None:
+            raise error
+        failed = [f"rank {r}: {m}" for r, m in enumerate(messages) if m]
+        if failed:
+            raise RuntimeError(f"epoch {epoch} failed on another rank ({'; '.join(failed)}); every rank stops")
+
+    def checkpoint_state(self, epoch: int) -> dict[str, Any]:
+        """The trainer's checkpoint plus the GradScaler's state (float16)."""
+        state = super().checkpoint_state(epoch)  # type: ignore[misc]
+        if self.grad_scaler is not None:
+            state["grad_scaler"] = self.grad_scaler.state_dict()
+        return state
+
+    def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
+        """The trainer's ``load_checkpoint`` plus the GradScaler's state when the file has one."""
+        super().load_checkpoint(path)  # type: ignore[misc]
+        if self.grad_scaler is not None:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+            if state.get("grad_scaler"):
+                self.grad_scaler.load_state_dict(state["grad_scaler"])
+
+
 __all__ = [
-    "DDPModel", "DDP_GRADIENT_WEIGHTINGS", "DDP_LOSS_WEIGHTINGS", "DistEnv", "METRIC_SUM_ATTRS", "ShardSampler",
+    "DDPModel", "DDP_GRADIENT_WEIGHTINGS", "DDP_LOSS_WEIGHTINGS", "DataParallelTrainerMixin", "DistEnv",
+    "METRIC_SUM_ATTRS", "ShardSampler",
     "add_distributed_args", "all_reduce_metric_state", "any_rank", "barrier", "broadcast_buffers",
     "check_weighting_supports_ddp", "cleanup", "env_from_group", "gather_objects", "init_from_env", "is_main",
     "make_eval_sampler", "make_sampler", "reduce_metric", "reduce_sums", "run_on_main", "set_sampler_epoch",
-    "unwrap", "wrap_model",
+    "shard_loader", "unwrap", "wrap_model",
 ]

@@ -8,17 +8,22 @@ weightings/architectures are known), so every LibMTL flag keeps its meaning (``-
 ``--dataset_path``, ``--save_path``, ``--epochs``, ``--train_bs``, ``--test_bs``, ``--aug``, ``--device``,
 ``--pretrained imagenet|none|PATH``, ``--resume``, ``--baseline spec|none|FILE``, ``--no_progress``,
 ``--encoder`` (``resnet50``/``resnet18`` or ``tiny`` for quick CPU checks), ``--tasks``, ``--num_workers``,
-and for Office ``--dataset office-31|office-home``, ``--list_dir`` and ``--image_size``; plus the
-``--<Plugin>_<key>`` flags of the chosen weighting/architecture (e.g. ``--RepMTL_lambda_tsr``).
+``--amp none|bf16|fp16``, ``--sync_bn`` and ``--dist_backend nccl|gloo`` (under ``torchrun``), and for Office
+``--dataset office-31|office-home``, ``--list_dir`` and ``--image_size``; plus the ``--<Plugin>_<key>`` flags of
+the chosen weighting/architecture (e.g. ``--RepMTL_lambda_tsr``).
 
 Defaults reproduce the paper's setups (see :mod:`libmtl_repmtl.training.registry`).
 Exit status: 0 done, 1 training failed (e.g. NaN loss), 2 bad arguments or missing files, 130 interrupted.
+
+Data-parallel: ``torchrun --nproc_per_node N examples/nyuv2/main.py ...`` (``--train_bs`` per process; rank 0
+prints and writes; see ``docs/distributed.md``).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -29,6 +34,8 @@ if hasattr(libmtl_repmtl, "register"):
     libmtl_repmtl.register()
 
 from libmtl_repmtl.libmtl.bases import LibMTL  # noqa: E402
+from libmtl_repmtl.training.amp import add_amp_args  # noqa: E402
+from libmtl_repmtl.training.distributed import add_distributed_args  # noqa: E402
 from libmtl_repmtl.training.registry import OFFICE_DOMAINS, get_benchmark  # noqa: E402
 
 #: The example scripts' benchmark families.
@@ -78,6 +85,8 @@ def build_parser(family: str, argv: Sequence[str] | None = None) -> argparse.Arg
     run.add_argument("--no_progress", action="store_true", default=False, help="no progress display on stderr")
     run.add_argument("--tasks", nargs="+", default=None, help="train only these tasks (single-task runs)")
     run.add_argument("--num_workers", type=int, default=0, help="DataLoader workers (default %(default)s)")
+    add_amp_args(run)
+    add_distributed_args(parser)
     if family == "office":
         run.add_argument("--dataset", type=str, default="office-31", choices=tuple(OFFICE_DOMAINS),
                          help="office-31 or office-home (default %(default)s)")
@@ -128,7 +137,8 @@ def options_from_args(family: str, params: argparse.Namespace) -> tuple[str, dic
         train_bs=params.train_bs, test_bs=params.test_bs, optim=params.optim, lr=params.lr,
         weight_decay=params.weight_decay, momentum=params.momentum, scheduler=params.scheduler,
         step_size=params.step_size, gamma=params.gamma, aug=params.aug, encoder=params.encoder,
-        pretrained=params.pretrained, num_workers=params.num_workers)
+        pretrained=params.pretrained, num_workers=params.num_workers, amp=params.amp, sync_bn=params.sync_bn,
+        dist_backend=params.dist_backend)
     if family == "office":
         opts.update(list_dir=params.list_dir, image_size=params.image_size)
     return benchmark, opts
@@ -144,20 +154,25 @@ def main(family: str, argv: Sequence[str] | None = None) -> int:
     argv = list(argv) if argv is not None else sys.argv[1:]
     parser = build_parser(family, argv)
     params = parser.parse_args(argv)
+    rank = int(os.environ.get("RANK", "0") or 0) if os.environ.get("WORLD_SIZE", "1") not in ("", "1") else 0
+    where = f" (rank {rank})" if rank else ""
     try:
         benchmark, opts = options_from_args(family, params)
         results = run_experiment(benchmark, params.weighting, params.arch, params.dataset_path, params.save_path,
                                  **opts)
     except KeyboardInterrupt:
-        print(f"\ninterrupted; results so far are in {params.save_path}/results.json. Continue with the same "
-              "command plus --resume.", file=sys.stderr)
+        if rank == 0:
+            print(f"\ninterrupted; results so far are in {params.save_path}/results.json. Continue with the same "
+                  "command plus --resume.", file=sys.stderr)
         return 130
     except NonFiniteLossError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error{where}: {exc}", file=sys.stderr)
         return 1
     except (PretrainedWeightsError, BenchmarkSetupError, ValueError, KeyError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error{where}: {exc}", file=sys.stderr)
         return 2
+    if rank != 0:
+        return 0  # rank 0 reports (the results are the same on every rank)
     best = results.get("best_epoch")
     print(f"done: {results['epochs_done']} epoch(s); best epoch {best} "
           f"({results['best_epoch_selection']}); Δp_task best {_fmt(results.get('delta_p_task'))}, "

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from libmtl_repmtl.libmtl.bases import LibMTL
+from libmtl_repmtl.training.distributed import DataParallelTrainerMixin, DistEnv
 from libmtl_repmtl.training.registry import BenchmarkSpec, get_benchmark
 from libmtl_repmtl.training.trainer import MTLTrainer, resolve_architecture, resolve_weighting
 
@@ -40,6 +41,12 @@ GENERAL_KEYS = frozenset({
 #: Options of ``run_experiment`` that are run settings (everything else goes to the benchmark builders).
 _RUN_KEYS = ("epochs", "train_bs", "test_bs", "optim", "lr", "weight_decay", "momentum", "scheduler", "step_size",
              "gamma", "encoder", "pretrained", "aug", "num_workers")
+
+
+class ParallelMTLTrainer(DataParallelTrainerMixin, MTLTrainer):
+    """``MTLTrainer`` with data-parallel (torchrun/DDP) and mixed-precision training: the keyword arguments
+    ``dist_env``, ``amp``, ``sync_bn`` and ``sampler_seed`` of
+    :class:`~libmtl_repmtl.training.distributed.DataParallelTrainerMixin`, the rest as ``MTLTrainer``."""
 
 
 def libmtl_defaults() -> argparse.Namespace:
@@ -181,7 +188,8 @@ def run_experiment(benchmark: str, weighting: str | type, arch: str | type, data
                    weight_args: Mapping[str, Any] | None = None, arch_args: Mapping[str, Any] | None = None,
                    rep_grad: bool = False, baseline: str | os.PathLike[str] | Mapping[str, Any] | None = "spec",
                    resume: bool = False, progress: bool | None = None, verbose: bool = True,
-                   params: argparse.Namespace | None = None, **options: Any) -> dict[str, Any]:
+                   params: argparse.Namespace | None = None, amp: str = "none", sync_bn: bool = False,
+                   dist_backend: str | None = None, **options: Any) -> dict[str, Any]:
     """Train ``weighting`` x ``arch`` on a registered benchmark and write ``save_path/results.json``.
 
     Args:
@@ -204,14 +212,23 @@ def run_experiment(benchmark: str, weighting: str | type, arch: str | type, data
         verbose: print LibMTL's log lines.
         params: parsed command-line flags (the example scripts): read by plugin ``libmtl_args`` and
             LibMTL's weighting flags.
+        amp: mixed precision, ``none`` (float32), ``bf16`` (CPU or CUDA) or ``fp16`` (CUDA, GradScaler).
+        sync_bn: under torchrun, BatchNorm statistics over the global batch (CUDA).
+        dist_backend: under torchrun, ``nccl`` / ``gloo`` (default: nccl on CUDA, gloo on the CPU).
         options: run settings ``train_bs`` (alias ``batch_size``), ``test_bs``, ``optim``, ``lr``,
             ``weight_decay``, ``momentum``, ``scheduler`` (``step`` / ``exp`` / ``cos`` / ``None``), ``step_size``,
             ``gamma``, ``encoder`` (``resnet50`` / ``resnet18`` / ``tiny``), ``pretrained`` (``imagenet`` /
             ``none`` / path), ``aug``, ``num_workers``, and benchmark-specific options (e.g. ``list_dir``,
             ``n_train``), all defaulting to the benchmark's :attr:`~BenchmarkSpec.defaults`.
 
+    Launched by ``torchrun`` (``WORLD_SIZE > 1``), every process calls this with the same arguments: it joins
+    the process group (and leaves it at the end when it started it), refuses weightings that DDP cannot
+    synchronise, trains ``train_bs`` samples per process and step (global batch ``WORLD_SIZE x train_bs``),
+    and rank 0 alone prints and writes files; see ``docs/distributed.md``.
+
     Returns:
-        The results dict, as written to ``results.json`` (schema: :meth:`MTLTrainer.results`).
+        The results dict, as written to ``results.json`` (schema: :meth:`MTLTrainer.results`); under torchrun
+        the same epoch records on every rank.
     """
     spec = get_benchmark(benchmark)
     if "batch_size" in options:
@@ -237,9 +254,52 @@ def run_experiment(benchmark: str, weighting: str | type, arch: str | type, data
     wcls, acls = resolve_weighting(weighting), resolve_architecture(arch)
     wargs = weight_args_for(wcls, params, weight_args)
     aargs = arch_args_for(acls, params, arch_args)
+    env: DistEnv | None = None
+    owned = False
+    if _torchrun_world_size() > 1:  # one of torchrun's processes
+        import torch.distributed as dist
+
+        from libmtl_repmtl.training.distributed import check_weighting_supports_ddp, init_from_env
+
+        check_weighting_supports_ddp(wcls)  # before joining the group and building anything
+        owned = not (dist.is_available() and dist.is_initialized())
+        env = init_from_env(dist_backend, device)
+        device = env.device
+        if not env.is_main:
+            verbose, progress = False, False  # rank 0 prints
+    try:
+        return _run(spec, opts, run_tasks, wcls, acls, wargs, aargs, save_path, seed=int(seed), device=device,
+                    rep_grad=rep_grad, baseline=baseline, resume=resume, progress=progress, verbose=verbose,
+                    params=params, amp=amp, sync_bn=sync_bn, env=env)
+    finally:
+        if owned and env is not None:
+            from libmtl_repmtl.training.distributed import cleanup
+
+            cleanup(env)
+
+
+def _torchrun_world_size() -> int:
+    raw = os.environ.get("WORLD_SIZE", "1").strip() or "1"
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable WORLD_SIZE={raw!r} is not an integer (torchrun sets it)") from None
+
+
+def _run(spec: BenchmarkSpec, opts: dict[str, Any], run_tasks: list[str], wcls: type, acls: type,
+         wargs: dict[str, Any], aargs: dict[str, Any], save_path: str | os.PathLike[str], *, seed: int,
+         device: str | torch.device, rep_grad: bool, baseline: Any, resume: bool, progress: bool | None,
+         verbose: bool, params: argparse.Namespace | None, amp: str, sync_bn: bool,
+         env: DistEnv | None) -> dict[str, Any]:
+    """Build the data, model and trainer of one run and train (:func:`run_experiment` after the checks)."""
+    from libmtl_repmtl.training.amp import AmpConfig
     from libmtl_repmtl.training.device import resolve_device
 
     dev = resolve_device(device)
+    AmpConfig.from_flag(dev, amp)  # refuse e.g. fp16 on the CPU before building anything
+    if sync_bn and env is None:
+        raise ValueError("--sync_bn needs several processes: launch with torchrun --nproc_per_node N (N > 1), "
+                         "or drop the flag")
     set_seed(int(seed), dev)
     task_dict = spec.task_dict(run_tasks, opts)
     base, base_src = resolve_baseline(spec, baseline, task_dict)
@@ -263,15 +323,22 @@ def run_experiment(benchmark: str, weighting: str | type, arch: str | type, data
               "weight_args": wargs, "arch_args": aargs, "optim_param": optim_param,
               "scheduler_param": scheduler_param,
               **{k: v for k, v in opts.items() if k not in {"dataset_path", "seed"}}}
+    config.update(amp=str(amp), world_size=env.world_size if env is not None else 1)
     if params is not None:
         config["argv_params"] = {k: v for k, v in vars(params).items()}
-    trainer = MTLTrainer(task_dict, wcls, acls, spec.encoder_class(opts), spec.decoders(run_tasks, opts),
-                         bool(rep_grad), spec.multi_input, optim_param, scheduler_param, save_path,
-                         device=dev, baseline=base, baseline_source=base_src, config=config,
-                         process_preds_fn=spec.process_preds, resume=resume, progress=progress, verbose=verbose,
-                         weight_args=wargs, arch_args=aargs)
+    args = (task_dict, wcls, acls, spec.encoder_class(opts), spec.decoders(run_tasks, opts), bool(rep_grad),
+            spec.multi_input, optim_param, scheduler_param, save_path)
+    kwargs: dict[str, Any] = dict(device=dev, baseline=base, baseline_source=base_src, config=config,
+                                  process_preds_fn=spec.process_preds, resume=resume, progress=progress,
+                                  verbose=verbose, weight_args=wargs, arch_args=aargs)
+    if env is None and str(amp).lower() == "none" and not sync_bn:
+        trainer: MTLTrainer = MTLTrainer(*args, **kwargs)  # one process, float32: the plain trainer
+    else:
+        trainer = ParallelMTLTrainer(*args, dist_env=env, amp=amp, sync_bn=sync_bn, sampler_seed=int(seed),
+                                     **kwargs)
     trainer.train(loaders["train"], loaders["test"], int(opts["epochs"]), val_dataloaders=loaders.get("val"))
     return trainer.results()
 
 
-__all__ = ["arch_args_for", "libmtl_defaults", "resolve_baseline", "run_experiment", "set_seed", "weight_args_for"]
+__all__ = ["ParallelMTLTrainer", "arch_args_for", "libmtl_defaults", "resolve_baseline", "run_experiment", "set_seed",
+           "weight_args_for"]

@@ -312,17 +312,25 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
         """Forward pass of one training batch (all tasks); updates the meter. Returns the ``(T,)`` losses."""
         if not self.multi_input:
             inputs, gts = self._process_data(train_loader)
-            preds = self.process_preds(self.model(inputs))
+            preds = self.process_preds(self.train_forward(inputs))
             losses = self._compute_loss(preds, gts)
             self.meter.update(preds, gts)
             return losses
         out = []
         for task in self.task_name:
             inputs, gt = self._process_data(train_loader[task])
-            pred = self.process_preds(self.model(inputs, task)[task], task)
+            pred = self.process_preds(self.train_forward(inputs, task)[task], task)
             out.append(self._compute_loss(pred, gt, task))
             self.meter.update(pred, gt, task)
         return torch.stack(out)
+
+    def train_forward(self, inputs: Any, task: str | None = None) -> Any:
+        """The model's forward on one training batch (hook: a subclass routes it through DDP / autocast)."""
+        return self.model(inputs) if task is None else self.model(inputs, task)
+
+    def reduce_epoch_state(self, mode: str) -> None:
+        """Hook called after the last batch of a split (``mode``: ``train``/``val``/``test``), before the meter
+        computes its scores: a data-parallel subclass merges the ranks' accumulators here. No-op."""
 
     def check_losses(self, losses: torch.Tensor, epoch: int, batch_index: int) -> None:
         """Raise :class:`NonFiniteLossError` when a loss is NaN/inf (before any parameter changes)."""
@@ -401,6 +409,7 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - t0
         self.meter.record_time("end")
+        self.reduce_epoch_state("train")
         self.meter.get_score()
         self.model.train_loss_buffer[:, epoch] = self.meter.loss_item
         record = {"train_loss": self._named_losses(), "train": self._named_scores(), "train_seconds": seconds}
@@ -432,6 +441,7 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
                     self._compute_loss(pred, gt, task)
                     self.meter.update(pred, gt, task)
         self.meter.record_time("end")
+        self.reduce_epoch_state(mode)
         self.meter.get_score()
         out = {"loss": self._named_losses(), "metrics": self._named_scores(), "seconds": time.perf_counter() - t0,
                "scores": {t: [float(v) for v in self.meter.results[t]] for t in self.task_name}}
