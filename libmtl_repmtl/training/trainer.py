@@ -26,7 +26,6 @@ from __future__ import annotations
 import importlib
 import math
 import os
-import random
 import resource
 import sys
 import time
@@ -43,6 +42,15 @@ from libmtl_repmtl.libmtl.bases import LibMTL
 from libmtl_repmtl.training.device import resolve_device
 from libmtl_repmtl.training.io import atomic_torch_save, atomic_write_json, to_jsonable
 from libmtl_repmtl.training.progress import Progress
+from libmtl_repmtl.training.resume import (
+    LoaderCursor,
+    capture_rng_state,
+    cursors_of,
+    data_order_state,
+    next_batch,
+    restore_data_order,
+    restore_rng_state,
+)
 
 # LibMTL submodules, imported after the compatibility layer (bases) has run.
 _PerformanceMeter = importlib.import_module("LibMTL._record")._PerformanceMeter
@@ -218,6 +226,7 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
             with contextlib.redirect_stdout(io.StringIO()):
                 self.meter = _PerformanceMeter(self.task_dict, self.multi_input)
         self.history: list[dict[str, Any]] = []
+        self._train_cursors: list[LoaderCursor] = []  # set by train(); their positions go into last.pt
         self.best_epoch: int | None = None
         self.best_score: float | None = None
         self.start_epoch = 0
@@ -273,19 +282,23 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
             self.scheduler = _SCHEDULERS[sname](self.optimizer, **sp)
 
     # ------------------------------------------------------------------ data and predictions
-    def _prepare_dataloaders(self, dataloaders: Any) -> tuple[Any, Any]:
+    def _prepare_dataloaders(self, dataloaders: Any, train: bool = False) -> tuple[Any, Any]:
+        """A :class:`~libmtl_repmtl.training.resume.LoaderCursor` per loader (task -> cursor for multi-input)
+        and the batches per pass. Training cursors call :meth:`before_train_iterator` before each iterator."""
+        hook = self.before_train_iterator if train else None
         if not self.multi_input:
-            return [dataloaders, iter(dataloaders)], len(dataloaders)
-        loader = {t: [dataloaders[t], iter(dataloaders[t])] for t in self.task_name}
+            return LoaderCursor(dataloaders, before_iter=hook), len(dataloaders)
+        loader = {t: LoaderCursor(dataloaders[t], name=t, before_iter=hook) for t in self.task_name}
         return loader, [len(dataloaders[t]) for t in self.task_name]
 
-    def _process_data(self, loader: list[Any]) -> tuple[Any, Any]:
-        """Next batch of ``loader`` (``[dataloader, iterator]``; restarted when exhausted), on :attr:`device`."""
-        try:
-            data, label = next(loader[1])
-        except StopIteration:
-            loader[1] = iter(loader[0])
-            data, label = next(loader[1])
+    def before_train_iterator(self, loader: Any, iteration: int) -> None:
+        """Called before the ``iteration``-th (0-based) iterator of a training loader is started, also when a
+        resumed run recreates it. No-op; a distributed trainer calls ``loader.sampler.set_epoch(iteration)``."""
+
+    def _process_data(self, loader: LoaderCursor | list[Any]) -> tuple[Any, Any]:
+        """Next batch of ``loader`` (a cursor, or ``[dataloader, iterator]``; restarted when exhausted), on
+        :attr:`device`."""
+        data, label = next_batch(loader)
         nb = self.device.type == "cuda"
         data = data.to(self.device, non_blocking=nb)
         if isinstance(label, Mapping):
@@ -397,6 +410,8 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
                 bar.update()
         finally:
             bar.close()
+        for cursor in self._train_cursors:
+            cursor.settle()  # close exhausted iterators now: last.pt then needs no replay of batches
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - t0
@@ -522,7 +537,8 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
             NonFiniteLossError: a NaN/inf training loss (``results.json`` then says ``"status": "failed"``).
             KeyboardInterrupt: interrupted (``"status": "interrupted"``; continue with ``resume=True``).
         """
-        train_loader, train_batch = self._prepare_dataloaders(train_dataloaders)
+        train_loader, train_batch = self._prepare_dataloaders(train_dataloaders, train=True)
+        self._train_cursors = cursors_of(train_loader)
         train_batch = max(train_batch) if self.multi_input else train_batch
         if train_batch == 0 or (self.multi_input and min(_prep_sizes(train_dataloaders, self.task_name)) == 0):
             raise ValueError("the training data yield no batch (fewer items than the training batch size, and "
@@ -578,15 +594,12 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
     def checkpoint_state(self, epoch: int) -> dict[str, Any]:
         """Everything needed to continue after ``epoch``: model, optimizer, scheduler, RNG states, the
         weighting's state, the history and best epoch, and the configuration."""
-        rng: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(),
-                               "torch": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
             "format": "libmtl_repmtl.checkpoint/1", "epoch": epoch, "epochs_total": self.epochs_total,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "rng": rng, "weighting_state": self.weighting_state(),
+            "rng": capture_rng_state(self.device), "data_order": self.data_order_state(),
+            "weighting_state": self.weighting_state(),
             "batch_weight": self.batch_weight[:, : epoch + 1].copy(),
             "history": self.history, "best_epoch": self.best_epoch, "best_score": self.best_score,
             "config": to_jsonable(self.config), "task_name": self.task_name,
@@ -622,15 +635,9 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
         if bw.ndim == 3 and bw.shape[2] == self.batch_weight.shape[2]:
             n = min(bw.shape[1], self.batch_weight.shape[1])
             self.batch_weight[:, :n] = bw[:, :n]
-        rng = state.get("rng") or {}
-        if "python" in rng:
-            random.setstate(rng["python"])
-        if "numpy" in rng:
-            np.random.set_state(rng["numpy"])
-        if "torch" in rng:
-            torch.set_rng_state(rng["torch"].cpu())
-        if "cuda" in rng and self.device.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"].cpu(), self.device)
+        # The data order first: replaying batches may draw random numbers, which the RNG restore then undoes.
+        self.restore_data_order(state.get("data_order"), str(path))
+        restore_rng_state(state.get("rng") or {}, self.device)
         self.history = list(state.get("history") or [])
         self.best_epoch, self.best_score = state.get("best_epoch"), state.get("best_score")
         self.start_epoch = int(state["epoch"]) + 1
@@ -639,6 +646,15 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
             base = first.get("_val_scores_kept") or first.get("_test_scores_kept")
             if base is not None:
                 self.meter.base_result = {t: list(v) for t, v in base.items()}
+
+    def data_order_state(self) -> dict[str, Any]:
+        """The training loaders' positions and shuffling-generator states (:mod:`~libmtl_repmtl.training.resume`)."""
+        return data_order_state(self._train_cursors)
+
+    def restore_data_order(self, state: Mapping[str, Any] | None, source: str) -> None:
+        """Put the training loaders where a checkpoint's :meth:`data_order_state` says (warns for a checkpoint
+        without one: the resumed epochs then see another batch order)."""
+        restore_data_order(self._train_cursors, state, source)
 
     # ------------------------------------------------------------------ results
     def history_entry(self, epoch: int) -> dict[str, Any]:
