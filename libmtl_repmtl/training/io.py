@@ -107,5 +107,30 @@ def atomic_torch_save(path: str | os.PathLike[str], obj: Any) -> Path:
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 
-__all__ = ["atomic_torch_save", "atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
-           "to_jsonable"]
+class RunFileWriteError(OSError):
+    """A run file (``results.json``, ``best.pt``, ``last.pt``) could not be written, e.g. the disk is full.
+
+    The message names the file, the epoch and the way out; the file itself keeps its previous complete
+    version (or stays absent) and no temporary file is left (:func:`atomic_write`). ``errno`` is the
+    underlying error's (``errno.ENOSPC`` for a full disk) when it had one.
+    """
+
+
+def write_run_file(path: str | os.PathLike[str], write: Callable[[Path], Any], context: str) -> None:
+    """Call ``write(path)`` (one of the atomic writers); an ``OSError`` (or the ``RuntimeError`` torch's zip
+    writer turns a failed write into) becomes :class:`RunFileWriteError` naming ``path`` and ``context`` (e.g.
+    ``"the end of epoch 3"``), chained to the original."""
+    target = Path(path)
+    try:
+        write(target)
+    except (OSError, RuntimeError) as exc:
+        err = RunFileWriteError(
+            f"could not write {target} at {context}: {exc}. The previous complete {target.name} is kept (or the "
+            f"file is absent) and no partial or temporary file was left; free space in {target.parent} and "
+            "continue with --resume (resume=True): last.pt holds the last epoch saved completely")
+        err.errno = getattr(exc, "errno", None)  # type: ignore[misc]
+        raise err from exc
+
+
+__all__ = ["RunFileWriteError", "atomic_torch_save", "atomic_write", "atomic_write_bytes", "atomic_write_json",
+           "atomic_write_text", "to_jsonable", "write_run_file"]

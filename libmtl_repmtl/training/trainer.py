@@ -39,8 +39,15 @@ from torch import nn
 
 from libmtl_repmtl.core.objective import NonFiniteLossError as _CoreNonFiniteLossError
 from libmtl_repmtl.libmtl.bases import LibMTL
+from libmtl_repmtl.training.checks import (
+    batch_context,
+    check_finite_batch,
+    check_nonempty,
+    describe,
+    task_loss,
+)
 from libmtl_repmtl.training.device import resolve_device
-from libmtl_repmtl.training.io import atomic_torch_save, atomic_write_json, to_jsonable
+from libmtl_repmtl.training.io import atomic_torch_save, atomic_write_json, to_jsonable, write_run_file
 from libmtl_repmtl.training.progress import Progress
 from libmtl_repmtl.training.resume import (
     LoaderCursor,
@@ -183,7 +190,15 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
         progress: progress display on stderr (``None``: only when stderr is a terminal).
         verbose: print LibMTL's log lines.
         kwargs: ``weight_args`` and ``arch_args`` dicts, as LibMTL's Trainer.
+
+    Every batch is checked for NaN/Inf in its inputs and float targets before it is used, and class-index
+    targets for their range (:mod:`~libmtl_repmtl.training.checks`; ``check_data = False`` turns the NaN/Inf
+    check off); data errors are :class:`~libmtl_repmtl.training.checks.BatchDataError` naming the split, epoch,
+    batch and task.
     """
+
+    #: Check each batch's inputs and targets for NaN/Inf (one device synchronisation per batch).
+    check_data: bool = True
 
     def __init__(self, task_dict: dict[str, dict[str, Any]], weighting: str | type, architecture: str | type,
                  encoder_class: Callable[[], nn.Module], decoders: Mapping[str, nn.Module], rep_grad: bool,
@@ -227,6 +242,8 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
                 self.meter = _PerformanceMeter(self.task_dict, self.multi_input)
         self.history: list[dict[str, Any]] = []
         self._train_cursors: list[LoaderCursor] = []  # set by train(); their positions go into last.pt
+        self._where = "a batch"  # the step being processed, for error messages ("training epoch 3, batch 7")
+        self._batch_desc = ""  # shape/dtype of the last input batch, for error messages
         self.best_epoch: int | None = None
         self.best_score: float | None = None
         self.start_epoch = 0
@@ -307,6 +324,9 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
             label = label.to(self.device, non_blocking=nb)
         if torch.is_tensor(data) and data.dim() >= 3:
             self.input_size = tuple(data.shape[-2:])  # type: ignore[assignment]
+        self._batch_desc = f"input batch {describe(data)}"
+        if self.check_data:
+            check_finite_batch(data, label, self._where, getattr(loader, "name", None))
         return data, label
 
     def process_preds(self, preds: Any, task_name: str | None = None) -> Any:
@@ -317,8 +337,9 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
 
     def _compute_loss(self, preds: Any, gts: Any, task_name: str | None = None) -> torch.Tensor:
         if not self.multi_input:
-            return torch.stack([self.meter.losses[t]._update_loss(preds[t], gts[t]) for t in self.task_name])
-        return self.meter.losses[task_name]._update_loss(preds, gts)
+            return torch.stack([task_loss(self.meter.losses[t], preds[t], gts[t], self._where, t)
+                                for t in self.task_name])
+        return task_loss(self.meter.losses[task_name], preds, gts, self._where, str(task_name))
 
     # ------------------------------------------------------------------ one step
     def forward_losses(self, train_loader: Any) -> torch.Tensor:
@@ -341,9 +362,12 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
         """Raise :class:`NonFiniteLossError` when a loss is NaN/inf (before any parameter changes)."""
         if not bool(torch.isfinite(losses.detach()).all()):
             vals = {t: float(v) for t, v in zip(self.task_name, losses.detach().cpu().tolist())}
+            bad = [t for t, v in vals.items() if not math.isfinite(v)]
             raise NonFiniteLossError(
-                f"non-finite training loss at epoch {epoch}, batch {batch_index}: {vals}. Check the input data "
-                "(NaN/inf in images or labels) or lower the learning rate; files written so far are complete.")
+                f"non-finite training loss of task(s) {bad} at epoch {epoch}, batch {batch_index}: {vals}; no "
+                "parameter was updated at this step. The batch's inputs and targets were finite, so the model "
+                "diverged: lower the learning rate (or check the loss of those tasks); files written so far are "
+                "complete.")
 
     def backward_and_step(self, losses: torch.Tensor) -> np.ndarray | None:
         """Weighting's backward and the optimiser step. Returns the task weights the weighting reports."""
@@ -354,7 +378,9 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
 
     def train_step(self, train_loader: Any, epoch: int, batch_index: int) -> torch.Tensor:
         """One training step; returns the ``(T,)`` detached losses."""
-        losses = self.forward_losses(train_loader)
+        self._where = f"training epoch {epoch}, batch {batch_index}"
+        with batch_context(self._where, lambda: self._batch_desc):
+            losses = self.forward_losses(train_loader)
         self.check_losses(losses, epoch, batch_index)
         w = self.backward_and_step(losses)
         if w is not None:
@@ -433,15 +459,18 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
         self.model.eval()
         self.meter.record_time("begin")
         t0 = time.perf_counter()
+        where = f"{mode} evaluation" + (f" after epoch {epoch}" if epoch is not None else "")
         if not self.multi_input:
-            for _ in range(batches):
+            for i in range(batches):
+                self._where = f"{where}, batch {i}"
                 inputs, gts = self._process_data(loader)
                 preds = self.process_preds(self.model(inputs))
                 self._compute_loss(preds, gts)
                 self.meter.update(preds, gts)
         else:
             for tn, task in enumerate(self.task_name):
-                for _ in range(batches[tn]):
+                for i in range(batches[tn]):
+                    self._where = f"{where}, task {task!r} batch {i}"
                     inputs, gt = self._process_data(loader[task])
                     pred = self.process_preds(self.model(inputs, task)[task], task)
                     self._compute_loss(pred, gt, task)
@@ -500,11 +529,14 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
             self.scheduler.step()
         record["peak_memory_mb"] = self.peak_memory_mb()
         self.status = "complete" if epoch + 1 >= (self.epochs_total or 0) else "running"
-        if self.save_path is not None:
-            self.write_results()
+        if self.save_path is not None:  # atomic writes; a failure (full disk) names the file and the epoch
+            when = f"the end of epoch {epoch}"
+            write_run_file(self.save_path / "results.json", lambda p: self.write_results(), when)
             if improved:
-                atomic_torch_save(self.save_path / "best.pt", self.checkpoint_state(epoch))
-            atomic_torch_save(self.save_path / "last.pt", self.checkpoint_state(epoch))
+                write_run_file(self.save_path / "best.pt",
+                               lambda p: atomic_torch_save(p, self.checkpoint_state(epoch)), when)
+            write_run_file(self.save_path / "last.pt", lambda p: atomic_torch_save(p, self.checkpoint_state(epoch)),
+                           when)
 
     def _update_best(self, epoch: int) -> bool:
         split = "val" if self.history[-1].get("_val_scores_kept") is not None else "test"
@@ -543,6 +575,9 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
         if train_batch == 0 or (self.multi_input and min(_prep_sizes(train_dataloaders, self.task_name)) == 0):
             raise ValueError("the training data yield no batch (fewer items than the training batch size, and "
                              "incomplete batches are dropped): lower --train_bs or use more data")
+        check_nonempty(test_dataloaders, "test", self.task_name, self.multi_input)
+        if val_dataloaders is not None:
+            check_nonempty(val_dataloaders, "val", self.task_name, self.multi_input)
         self.start_training(int(epochs), int(train_batch))
         stop_after = os.environ.get(STOP_ENV)
         try:
