@@ -41,7 +41,7 @@ def _deterministic():
 def nyu_root(tmp_path_factory) -> Path:
     from libmtl_repmtl.data.synthetic import generate
 
-    return generate("nyuv2", tmp_path_factory.mktemp("nyu"), size=6, test_size=2, height=16, width=24, seed=3)
+    return generate("nyuv2", tmp_path_factory.mktemp("nyu"), size=4, test_size=2, height=16, width=24, seed=3)
 
 
 def _epochs(res: dict[str, Any]) -> list[dict[str, Any]]:
@@ -138,7 +138,8 @@ def _multi_loaders(tasks, opts):
     sizes = {"a": 12, "b": 8}  # 3 and 2 batches of 4: task b's iterator wraps around inside every epoch
     out: dict[str, Any] = {}
     for k, split in enumerate(("train", "val", "test")):
-        out[split] = {t: DataLoader(_Noisy(sizes[t] if split == "train" else 4, 10 * k + i, i), batch_size=4,
+        out[split] = {t: DataLoader(_Noisy(sizes[t] if split == "train" else 4, 10 * k + i, i),
+                                    batch_size=opts["train_bs"],
                                     shuffle=split == "train", drop_last=split == "train",
                                     generator=torch.Generator().manual_seed(opts["seed"] + i))
                       for i, t in enumerate(tasks)}
@@ -166,6 +167,19 @@ def test_multi_input_resume_inside_a_wrapped_iterator_is_exact(tmp_path, monkeyp
     # task b's loader (2 batches) served 3 batches per epoch: after 4 epochs, 12 = 6 iterators x 2 batches
     b = ck["data_order"]["train"][1]
     assert b["iterations"] == 6 and b["consumed"] == 0 and not b["active"]
+
+
+def test_resume_with_another_batch_size_warns_and_continues(tmp_path, monkeypatch):
+    save = tmp_path / "run"
+    monkeypatch.setenv(STOP_ENV, "1")
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment("resume-multi", "EW", "HPS", None, save, epochs=2, device="cpu", verbose=False)
+    monkeypatch.delenv(STOP_ENV)
+    with pytest.warns(RuntimeWarning, match=r"data order cannot be restored \(the a training loader gives 6 "
+                                            r"batches per pass but the checkpoint's gave 3"):
+        res = run_experiment("resume-multi", "EW", "HPS", None, save, epochs=2, device="cpu", verbose=False,
+                             resume=True, train_bs=2)
+    assert res["status"] == "complete" and res["epochs_done"] == 2
 
 
 # ---------------------------------------------------------------------------------------------- the cursor

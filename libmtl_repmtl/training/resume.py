@@ -175,6 +175,11 @@ class LoaderCursor:
             return
         self._peeked.append(batch)  # len() under-counted (a custom batch sampler): serve it next
 
+    def reset(self) -> None:
+        """Forget the current iterator and the counts (the next batch starts a new iterator, numbered 0)."""
+        self.iterator, self._start, self._peeked = None, None, []
+        self.iterations = self.consumed = 0
+
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         """Where the cursor stands: ``batches`` (per pass), ``iterations``, ``consumed``, ``active`` (inside an
@@ -259,24 +264,33 @@ def data_order_state(cursors: Sequence[LoaderCursor]) -> dict[str, Any]:
 
 
 def restore_data_order(cursors: Sequence[LoaderCursor], state: Mapping[str, Any] | None, source: str) -> bool:
-    """Put ``cursors`` where ``state`` (:func:`data_order_state`) says. Returns ``False`` (and warns) when the
-    checkpoint has no data-order entry (written by an older version): the run then continues with fresh
-    iterators, i.e. not exactly as an uninterrupted run.
+    """Put ``cursors`` where ``state`` (:func:`data_order_state`) says; returns whether it could.
 
-    Raises:
-        ValueError: the state does not match the loaders (their number, lengths or generators).
+    Nothing happens (``False``) when there are no cursors (a checkpoint loaded outside training). When the
+    checkpoint has no data-order entry (an older version) or it does not fit the loaders (another number of
+    loaders, other lengths: the data or ``--train_bs`` changed), a ``RuntimeWarning`` says why and the cursors
+    start afresh (``False``): the run continues, but not exactly as an uninterrupted one would.
     """
-    saved = list((state or {}).get("train") or [])
-    if not saved:
-        warnings.warn(f"{source} holds no data-order state (an older checkpoint): the resumed epochs see "
-                      "another batch order than an uninterrupted run would", RuntimeWarning, stacklevel=2)
+    if not cursors:
         return False
-    if len(saved) != len(cursors):
-        raise ValueError(f"{source} holds the positions of {len(saved)} training loader(s) but this run has "
-                         f"{len(cursors)}; resume with the same tasks and data")
-    for cursor, st in zip(cursors, saved):
-        cursor.load_state_dict(st)
-    return True
+    saved = list((state or {}).get("train") or [])
+    why = None
+    if not saved:
+        why = "it holds no data-order state (written by an older version)"
+    elif len(saved) != len(cursors):
+        why = f"it holds the positions of {len(saved)} training loader(s) but this run has {len(cursors)}"
+    else:
+        try:
+            for cursor, st in zip(cursors, saved):
+                cursor.load_state_dict(st)
+            return True
+        except ValueError as exc:
+            why = str(exc)
+    for cursor in cursors:
+        cursor.reset()
+    warnings.warn(f"resume from {source}: the training data order cannot be restored ({why}); the resumed epochs "
+                  "see another batch order than an uninterrupted run would", RuntimeWarning, stacklevel=2)
+    return False
 
 
 __all__ = ["CURSOR_FORMAT", "LoaderCursor", "capture_rng_state", "cursors_of", "data_order_state", "next_batch",

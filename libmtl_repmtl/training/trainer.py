@@ -18,7 +18,11 @@ The loop, with the hooks a subclass (DDP, AMP, exact resume) overrides::
 
 Files under ``save_path`` (all written atomically): ``results.json`` after every epoch (schema in
 :meth:`MTLTrainer.results`), ``last.pt`` after every epoch, ``best.pt`` when the best epoch improves
-(contents in :meth:`MTLTrainer.checkpoint_state`).
+(contents in :meth:`MTLTrainer.checkpoint_state`). A write that fails (full disk) raises
+:class:`~libmtl_repmtl.training.io.RunFileWriteError` naming the file and the epoch.
+
+Resume is exact: the checkpoints also hold the RNG states and the training loaders' positions
+(:mod:`~libmtl_repmtl.training.resume`). Batches are checked before use (:mod:`~libmtl_repmtl.training.checks`).
 """
 
 from __future__ import annotations
@@ -627,8 +631,9 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
         return out
 
     def checkpoint_state(self, epoch: int) -> dict[str, Any]:
-        """Everything needed to continue after ``epoch``: model, optimizer, scheduler, RNG states, the
-        weighting's state, the history and best epoch, and the configuration."""
+        """Everything needed to continue after ``epoch`` exactly: model, optimizer, scheduler, RNG states
+        (``rng``), the training loaders' positions (``data_order``), the weighting's state, the history and best
+        epoch, and the configuration."""
         return {
             "format": "libmtl_repmtl.checkpoint/1", "epoch": epoch, "epochs_total": self.epochs_total,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -687,8 +692,9 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
         return data_order_state(self._train_cursors)
 
     def restore_data_order(self, state: Mapping[str, Any] | None, source: str) -> None:
-        """Put the training loaders where a checkpoint's :meth:`data_order_state` says (warns for a checkpoint
-        without one: the resumed epochs then see another batch order)."""
+        """Put the training loaders where a checkpoint's :meth:`data_order_state` says; a checkpoint without one
+        (older version) or one that does not fit the loaders (data or batch size changed) gives a
+        ``RuntimeWarning`` and fresh iterators (the resumed epochs then see another batch order)."""
         restore_data_order(self._train_cursors, state, source)
 
     # ------------------------------------------------------------------ results
