@@ -233,3 +233,33 @@ def test_cursor_refuses_a_state_of_another_loader():
                                     generator=torch.Generator().manual_seed(0)))
     with pytest.raises(ValueError, match="gives 3 batches per pass but the checkpoint.s gave 4"):
         other.load_state_dict(state)
+
+
+# ---------------------------------------------------------------------------------------------- example command
+@pytest.mark.slow
+def test_example_command_resume_is_exact(tmp_path, nyu_root):
+    """``examples/nyuv2/main.py --aug`` killed after epoch 1 and rerun with ``--resume`` == one uninterrupted run."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "nyuv2" / "main.py"
+
+    def cmd(save: Path, *extra: str) -> list[str]:
+        return [sys.executable, str(script), "--dataset_path", str(nyu_root), "--save_path", str(save), "--encoder",
+                "tiny", "--pretrained", "none", "--train_bs", "2", "--test_bs", "2", "--device", "cpu",
+                "--no_progress", "--epochs", "3", "--aug", "--weighting", "RepMTL", "--arch", "RepHPS", *extra]
+
+    def run(args: list[str], stop: str | None = None) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if k != STOP_ENV}
+        if stop:
+            env[STOP_ENV] = stop
+        return subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+    assert run(cmd(tmp_path / "a")).returncode == 0
+    assert run(cmd(tmp_path / "b"), stop="1").returncode == 130
+    second = run(cmd(tmp_path / "b", "--resume"))
+    assert second.returncode == 0, second.stderr[-2000:]
+    res = [json.loads((tmp_path / s / "results.json").read_text()) for s in ("a", "b")]
+    _assert_same_run(tmp_path / "a", tmp_path / "b", res[0], res[1])
