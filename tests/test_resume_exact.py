@@ -263,3 +263,25 @@ def test_example_command_resume_is_exact(tmp_path, nyu_root):
     assert second.returncode == 0, second.stderr[-2000:]
     res = [json.loads((tmp_path / s / "results.json").read_text()) for s in ("a", "b")]
     _assert_same_run(tmp_path / "a", tmp_path / "b", res[0], res[1])
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+def test_cursor_order_with_worker_processes(persistent):
+    """With ``num_workers > 0`` the batch order is restored too, inside a later iterator (4 batches drawn: one
+    into the second pass) and between passes (6 drawn, settled); persistent workers draw no base seed for
+    iterators after their first, which the restore has to reproduce."""
+    def loader() -> DataLoader:
+        return DataLoader(list(range(10)), batch_size=3, shuffle=True, drop_last=True, num_workers=2,
+                          persistent_workers=persistent, generator=torch.Generator().manual_seed(1))
+
+    for drawn in (4, 6):
+        ref = LoaderCursor(loader())
+        for _ in range(drawn):
+            ref.next_batch()
+        ref.settle()
+        state = ref.state_dict()
+        assert state["active"] == (drawn == 4)
+        expected = [ref.next_batch().tolist() for _ in range(4)]
+        other = LoaderCursor(loader())
+        other.load_state_dict(state)
+        assert [other.next_batch().tolist() for _ in range(4)] == expected

@@ -21,8 +21,9 @@ lengths (the shorter ones wrap around within an epoch); at the end of every epoc
 ``StopIteration`` without loading anything), so the common case restores without loading any data.
 
 Limits: loaders with ``num_workers > 0`` and ``persistent_workers=True`` keep their workers' RNG streams across
-epochs, which a new process cannot recreate: the batch *order* is still exact, random augmentation done in
-the workers is not. ``num_workers = 0`` (or non-persistent workers) is exact.
+epochs, which a new process cannot recreate: the batch *order* is still exact (the workers are started before
+the generators are restored, so the base-seed draw of a first iterator does not shift it), random augmentation
+done in the workers is not. ``num_workers = 0`` (or non-persistent workers) is exact.
 
 Extending (distributed samplers): pass ``before_iter`` (e.g. ``lambda loader, n: loader.sampler.set_epoch(n)``)
 and it is called with the number of iterators started before each new iterator, also when a resumed run
@@ -96,6 +97,17 @@ def _batches_per_pass(loader: Any) -> int | None:
 
 def _is_map_style(loader: Any) -> bool:
     return isinstance(loader, DataLoader) and not isinstance(loader.dataset, IterableDataset)
+
+
+def _persistent_workers(loader: Any) -> bool:
+    return isinstance(loader, DataLoader) and loader.num_workers > 0 and bool(loader.persistent_workers)
+
+
+def _start_workers(loader: Any) -> None:
+    """Start a persistent-worker loader's workers (its first iterator). A persistent loader's first iterator
+    draws the workers' base seed from the shuffling generator, later ones (``_reset``) do not; so before a
+    later iterator is recreated, the first one must exist, or the extra draw would shift the order."""
+    iter(loader)
 
 
 class LoaderCursor:
@@ -210,6 +222,9 @@ class LoaderCursor:
             raise ValueError(f"the {who}training loader has {len(gens)} shuffling generator(s) but the checkpoint's "
                              f"had {len(state.get('generators') or [])}: the loaders were built differently")
         self._peeked = []
+        started = int(state["iterations"]) - (1 if state.get("active") else 0)  # iterators before the one to make
+        if started > 0 and _persistent_workers(self.loader):
+            _start_workers(self.loader)
         if not state.get("active"):
             for g, s in zip(gens, state["generators"]):
                 g.set_state(torch.as_tensor(s).cpu())
