@@ -370,9 +370,30 @@ def _enospc(*_a: Any, **_k: Any) -> None:
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
+class _FullFile(io.RawIOBase):
+    """A writable binary file taking ``room`` bytes, then failing with ENOSPC (the disk fills up)."""
+
+    def __init__(self, real: Any, room: int) -> None:
+        self.real, self.room = real, room
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        data = bytes(data)
+        if len(data) > self.room:
+            self.real.write(data[: self.room])
+            self.room = 0
+            _enospc()
+        self.room -= len(data)
+        return self.real.write(data)
+
+
 def _fill_disk_for(monkeypatch, target: str, from_write: int, where: str) -> None:
-    """From the ``from_write``-th (1-based) atomic write of ``target`` on, that write fails with ENOSPC during
-    the data (half the bytes reach the temporary file), the fsync or the rename."""
+    """From the ``from_write``-th (1-based) atomic write of ``target`` on, that write fails with ENOSPC: ``write``
+    (half the bytes reach the temporary file, then one write fails), ``stream`` (the file object refuses
+    writes after 100 bytes, while the serialiser is writing: torch reports it as a RuntimeError), ``fsync`` or
+    ``replace`` (the rename)."""
     real_write, real_fsync, real_replace = tio.atomic_write, tio.os.fsync, tio.os.replace
     state = {"n": 0, "armed": False}
 
@@ -389,6 +410,13 @@ def _fill_disk_for(monkeypatch, target: str, from_write: int, where: str) -> Non
                 _enospc()
             try:
                 return real_write(path, half)
+            finally:
+                state["armed"] = False
+        if state["armed"] and where == "stream":
+            def limited(f):
+                write(_FullFile(f, room=100))
+            try:
+                return real_write(path, limited)
             finally:
                 state["armed"] = False
         try:
@@ -420,7 +448,7 @@ def straight(tmp_path_factory) -> dict[str, Any]:
     return _run(tmp_path_factory.mktemp("straight"), epochs=3)
 
 
-@pytest.mark.parametrize("where", ["write", "fsync", "replace"])
+@pytest.mark.parametrize("where", ["write", "stream", "fsync", "replace"])
 @pytest.mark.parametrize("target,from_write", [("results.json", 2), ("last.pt", 2), ("best.pt", 1)])
 def test_full_disk_while_saving(tmp_path, monkeypatch, straight, target, from_write, where):
     save = tmp_path / "run"
@@ -445,6 +473,14 @@ def test_full_disk_while_saving(tmp_path, monkeypatch, straight, target, from_wr
     # ... and the run continues from there exactly as if nothing had happened
     resumed = _run(save, epochs=3, resume=True)
     assert _comparable(resumed) == _comparable(straight)
+
+
+def test_other_errors_while_saving_are_not_reported_as_a_full_disk(tmp_path):
+    def broken(path: Path) -> None:
+        raise RuntimeError("a bug in the serialiser")
+
+    with pytest.raises(RuntimeError, match="a bug in the serialiser"):
+        tio.write_run_file(tmp_path / "last.pt", broken, "the end of epoch 0")
 
 
 def test_example_command_reports_a_full_disk(nyu_root, tmp_path):

@@ -116,19 +116,35 @@ class RunFileWriteError(OSError):
     """
 
 
+def _os_error(exc: BaseException) -> OSError | None:
+    """``exc`` if it is an ``OSError``, else the first ``OSError`` it was raised from or during (torch's zip
+    writer turns a failed ``write`` of the file object into ``RuntimeError: ... unexpected pos``)."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, OSError):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
 def write_run_file(path: str | os.PathLike[str], write: Callable[[Path], Any], context: str) -> None:
-    """Call ``write(path)`` (one of the atomic writers); an ``OSError`` (or the ``RuntimeError`` torch's zip
-    writer turns a failed write into) becomes :class:`RunFileWriteError` naming ``path`` and ``context`` (e.g.
-    ``"the end of epoch 3"``), chained to the original."""
+    """Call ``write(path)`` (one of the atomic writers); an ``OSError`` (also one that torch's zip writer
+    reported as a ``RuntimeError``) becomes :class:`RunFileWriteError` naming ``path`` and ``context`` (e.g.
+    ``"the end of epoch 3"``), chained to the original. Other errors pass unchanged."""
     target = Path(path)
     try:
         write(target)
     except (OSError, RuntimeError) as exc:
+        os_err = _os_error(exc)
+        if os_err is None:
+            raise
         err = RunFileWriteError(
-            f"could not write {target} at {context}: {exc}. The previous complete {target.name} is kept (or the "
-            f"file is absent) and no partial or temporary file was left; free space in {target.parent} and "
+            f"could not write {target} at {context}: {os_err}. The previous complete {target.name} is kept (or "
+            f"the file is absent) and no partial or temporary file was left; free space in {target.parent} and "
             "continue with --resume (resume=True): last.pt holds the last epoch saved completely")
-        err.errno = getattr(exc, "errno", None)  # type: ignore[misc]
+        err.errno = os_err.errno  # type: ignore[misc]
         raise err from exc
 
 
