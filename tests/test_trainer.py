@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from libmtl_repmtl.libmtl.bases import LibMTL
 from libmtl_repmtl.training import run_experiment
+from libmtl_repmtl.training.checks import BatchDataError
 from libmtl_repmtl.training.device import resolve_device
 from libmtl_repmtl.training.io import atomic_write_json, atomic_write_text
 from libmtl_repmtl.training.progress import Progress
@@ -208,12 +209,20 @@ def test_resume_refuses_another_runs_checkpoint(tmp_path):
         _run(tmp_path, weighting="UW", epochs=2, resume=True)
 
 
-def test_nan_loss_fails_cleanly(tmp_path):
-    with pytest.raises(NonFiniteLossError, match="non-finite training loss at epoch 0"):
+def test_nan_input_fails_cleanly(tmp_path):
+    with pytest.raises(BatchDataError, match="non-finite data at training epoch 0, batch 0: input batch"):
         _run(tmp_path, nan=True)
     res = json.loads((tmp_path / "results.json").read_text())
-    assert res["status"] == "failed" and "NonFiniteLossError" in res["error"] and res["epochs_done"] == 0
+    assert res["status"] == "failed" and "BatchDataError" in res["error"] and res["epochs_done"] == 0
     assert sorted(os.listdir(tmp_path)) == ["results.json"]
+
+
+def test_check_losses_names_the_non_finite_task():
+    tr = MTLTrainer(_task_dict(TASKS, {}), "EW", "HPS", _Enc, {t: _Head() for t in TASKS}, False, False,
+                    {"optim": "adam", "lr": 1e-3}, None, device="cpu", verbose=False)
+    tr.check_losses(torch.tensor([1.0, 2.0]), 0, 0)
+    with pytest.raises(NonFiniteLossError, match=r"task\(s\) \['b'\] at epoch 2, batch 3"):
+        tr.check_losses(torch.tensor([1.0, float("inf")]), 2, 3)
 
 
 def test_baseline_file_and_none(tmp_path):

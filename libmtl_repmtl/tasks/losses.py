@@ -32,6 +32,9 @@ class SegLoss(AbsLoss):
     in ``{-1} ∪ [0, C-1]``. Returns a scalar.
     """
 
+    #: Label value the loss skips (the trainer's label-range check reads it).
+    ignore_index: int = IGNORE_INDEX
+
     def compute_loss(self, pred: Tensor, gt: Tensor) -> Tensor:
         check_batch(pred, gt, "segmentation loss")
         if gt.dim() == 4 and gt.shape[1] == 1:

@@ -6,6 +6,8 @@
 * :mod:`~libmtl_repmtl.training.registry` -- :class:`BenchmarkSpec`, :func:`register_benchmark`,
   :func:`get_benchmark`.
 * :func:`resolve_device`, and atomic writers in :mod:`~libmtl_repmtl.training.io`.
+* :mod:`~libmtl_repmtl.training.resume` (exact resume: RNG states, data order) and
+  :mod:`~libmtl_repmtl.training.checks` (:class:`BatchDataError` for unusable batches).
 
 Heavy imports (LibMTL) happen on first attribute access, so ``libmtl_repmtl.training.io`` and ``.device``
 stay light.
@@ -26,6 +28,8 @@ _LAZY = {
     "get_benchmark": "libmtl_repmtl.training.registry",
     "benchmark_names": "libmtl_repmtl.training.registry",
     "resolve_device": "libmtl_repmtl.training.device",
+    "BatchDataError": "libmtl_repmtl.training.checks",
+    "RunFileWriteError": "libmtl_repmtl.training.io",
 }
 
 

@@ -597,8 +597,8 @@ class DataParallelTrainerMixin:
     * the model is wrapped with :func:`wrap_model` (``self.train_model``); training forwards go through it, the
       weighting's ``backward``, checkpoints and evaluation use the inner ``self.model``;
     * ``train()`` re-builds the loaders with :func:`shard_loader` (``DistributedSampler`` for training,
-      :class:`ShardSampler` for evaluation) and every epoch calls ``set_epoch(epoch)`` and restarts the
-      training iterators;
+      :class:`ShardSampler` for evaluation); every pass over a training loader starts with
+      ``set_epoch(pass index)`` (the trainer's ``before_train_iterator`` hook, which a resumed run replays);
     * before the meter scores a split, the ranks' metric/loss accumulators and the weighting's diagnostic sums
       are merged (:func:`all_reduce_metric_state`, :func:`reduce_sums`) and, after training, rank 0's buffers
       (BatchNorm running statistics) are broadcast, so every rank computes the same epoch record (timings and
@@ -648,7 +648,6 @@ class DataParallelTrainerMixin:
                 self.model.repmtl_gather = gather_with_grad
         # not registered as a sub-module of the trainer (it holds the same parameters as self.model)
         object.__setattr__(self, "train_model", wrap_model(self.model, env, sync_bn=sync_bn))
-        self._train_loaders: Any = None
         self._rank0_save_path = self.save_path  # type: ignore[has-type]
         if not env.is_main:
             self.save_path = None  # rank 0 alone writes results.json, best.pt and last.pt
@@ -671,7 +670,6 @@ class DataParallelTrainerMixin:
             train_dataloaders = shard_loader(train_dataloaders, env, train=True, seed=self.sampler_seed)
             test_dataloaders = shard_loader(test_dataloaders, env, train=False)
             val_dataloaders = shard_loader(val_dataloaders, env, train=False)
-        self._train_loaders = train_dataloaders
         return super().train(train_dataloaders, test_dataloaders, epochs,  # type: ignore[misc]
                              val_dataloaders=val_dataloaders, return_weight=return_weight)
 
@@ -685,14 +683,12 @@ class DataParallelTrainerMixin:
         finally:
             self.save_path = None
 
-    def train_epoch(self, epoch: int, train_loader: Any, train_batch: int) -> Any:
-        """``set_epoch(epoch)`` on the training samplers and fresh iterators, then the trainer's epoch."""
+    def before_train_iterator(self, loader: Any, iteration: int) -> None:
+        """``set_epoch(iteration)`` on a training ``DistributedSampler`` before its ``iteration``-th pass
+        (also when a resumed run recreates an interrupted pass, so the shard order is reproduced)."""
+        super().before_train_iterator(loader, iteration)  # type: ignore[misc]
         if self.dist_env.distributed:
-            set_sampler_epoch(self._train_loaders, epoch)
-            pairs = list(train_loader.values()) if isinstance(train_loader, Mapping) else [train_loader]
-            for pair in pairs:  # [DataLoader, iterator]: this epoch's order, whatever the previous one left
-                pair[1] = iter(pair[0])
-        return super().train_epoch(epoch, train_loader, train_batch)  # type: ignore[misc]
+            set_sampler_epoch(loader, iteration)
 
     def reduce_epoch_state(self, mode: str) -> None:
         """Merge the ranks' metric/loss accumulators (and, after training, the diagnostic sums; then broadcast

@@ -13,7 +13,9 @@ weightings/architectures are known), so every LibMTL flag keeps its meaning (``-
 the chosen weighting/architecture (e.g. ``--RepMTL_lambda_tsr``).
 
 Defaults reproduce the paper's setups (see :mod:`libmtl_repmtl.training.registry`).
-Exit status: 0 done, 1 training failed (e.g. NaN loss), 2 bad arguments or missing files, 130 interrupted.
+Exit status: 0 done, 1 training failed (a NaN loss, a run file that could not be written, e.g. a full disk), 2 bad
+arguments, missing files or bad data (a corrupt or malformed file, NaN/Inf or out-of-range labels in a batch, an
+empty split; the message names the file, or the split, epoch, batch and task), 130 interrupted.
 
 Data-parallel: ``torchrun --nproc_per_node N examples/nyuv2/main.py ...`` (``--train_bs`` per process; rank 0
 prints and writes; see ``docs/distributed.md``).
@@ -148,6 +150,7 @@ def main(family: str, argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), train, and return the exit status."""
     from libmtl_repmtl.models.pretrained import PretrainedWeightsError
     from libmtl_repmtl.training.experiment import run_experiment
+    from libmtl_repmtl.training.io import RunFileWriteError
     from libmtl_repmtl.training.registry import BenchmarkSetupError
     from libmtl_repmtl.training.trainer import NonFiniteLossError
 
@@ -165,7 +168,7 @@ def main(family: str, argv: Sequence[str] | None = None) -> int:
             print(f"\ninterrupted; results so far are in {params.save_path}/results.json. Continue with the same "
                   "command plus --resume.", file=sys.stderr)
         return 130
-    except NonFiniteLossError as exc:
+    except (NonFiniteLossError, RunFileWriteError) as exc:
         print(f"error{where}: {exc}", file=sys.stderr)
         return 1
     except (PretrainedWeightsError, BenchmarkSetupError, ValueError, KeyError, FileNotFoundError) as exc:

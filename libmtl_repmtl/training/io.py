@@ -107,5 +107,46 @@ def atomic_torch_save(path: str | os.PathLike[str], obj: Any) -> Path:
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 
-__all__ = ["atomic_torch_save", "atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
-           "to_jsonable"]
+class RunFileWriteError(OSError):
+    """A run file (``results.json``, ``best.pt``, ``last.pt``) could not be written, e.g. the disk is full.
+
+    The message names the file, the epoch and the way out; the file itself keeps its previous complete
+    version (or stays absent) and no temporary file is left (:func:`atomic_write`). ``errno`` is the
+    underlying error's (``errno.ENOSPC`` for a full disk) when it had one.
+    """
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """``exc`` if it is an ``OSError``, else the first ``OSError`` it was raised from or during (torch's zip
+    writer turns a failed ``write`` of the file object into ``RuntimeError: ... unexpected pos``)."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, OSError):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+def write_run_file(path: str | os.PathLike[str], write: Callable[[Path], Any], context: str) -> None:
+    """Call ``write(path)`` (one of the atomic writers); an ``OSError`` (also one that torch's zip writer
+    reported as a ``RuntimeError``) becomes :class:`RunFileWriteError` naming ``path`` and ``context`` (e.g.
+    ``"the end of epoch 3"``), chained to the original. Other errors pass unchanged."""
+    target = Path(path)
+    try:
+        write(target)
+    except (OSError, RuntimeError) as exc:
+        os_err = _os_error(exc)
+        if os_err is None:
+            raise
+        err = RunFileWriteError(
+            f"could not write {target} at {context}: {os_err}. The previous complete {target.name} is kept (or "
+            f"the file is absent) and no partial or temporary file was left; free space in {target.parent} and "
+            "continue with --resume (resume=True): last.pt holds the last epoch saved completely")
+        err.errno = os_err.errno  # type: ignore[misc]
+        raise err from exc
+
+
+__all__ = ["RunFileWriteError", "atomic_torch_save", "atomic_write", "atomic_write_bytes", "atomic_write_json",
+           "atomic_write_text", "to_jsonable", "write_run_file"]

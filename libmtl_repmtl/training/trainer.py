@@ -18,7 +18,11 @@ The loop, with the hooks a subclass (DDP, AMP, exact resume) overrides::
 
 Files under ``save_path`` (all written atomically): ``results.json`` after every epoch (schema in
 :meth:`MTLTrainer.results`), ``last.pt`` after every epoch, ``best.pt`` when the best epoch improves
-(contents in :meth:`MTLTrainer.checkpoint_state`).
+(contents in :meth:`MTLTrainer.checkpoint_state`). A write that fails (full disk) raises
+:class:`~libmtl_repmtl.training.io.RunFileWriteError` naming the file and the epoch.
+
+Resume is exact: the checkpoints also hold the RNG states and the training loaders' positions
+(:mod:`~libmtl_repmtl.training.resume`). Batches are checked before use (:mod:`~libmtl_repmtl.training.checks`).
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ from __future__ import annotations
 import importlib
 import math
 import os
-import random
 import resource
 import sys
 import time
@@ -40,9 +43,25 @@ from torch import nn
 
 from libmtl_repmtl.core.objective import NonFiniteLossError as _CoreNonFiniteLossError
 from libmtl_repmtl.libmtl.bases import LibMTL
+from libmtl_repmtl.training.checks import (
+    batch_context,
+    check_finite_batch,
+    check_nonempty,
+    describe,
+    task_loss,
+)
 from libmtl_repmtl.training.device import resolve_device
-from libmtl_repmtl.training.io import atomic_torch_save, atomic_write_json, to_jsonable
+from libmtl_repmtl.training.io import atomic_torch_save, atomic_write_json, to_jsonable, write_run_file
 from libmtl_repmtl.training.progress import Progress
+from libmtl_repmtl.training.resume import (
+    LoaderCursor,
+    capture_rng_state,
+    cursors_of,
+    data_order_state,
+    next_batch,
+    restore_data_order,
+    restore_rng_state,
+)
 
 # LibMTL submodules, imported after the compatibility layer (bases) has run.
 _PerformanceMeter = importlib.import_module("LibMTL._record")._PerformanceMeter
@@ -175,7 +194,15 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
         progress: progress display on stderr (``None``: only when stderr is a terminal).
         verbose: print LibMTL's log lines.
         kwargs: ``weight_args`` and ``arch_args`` dicts, as LibMTL's Trainer.
+
+    Every batch is checked for NaN/Inf in its inputs and float targets before it is used, and class-index
+    targets for their range (:mod:`~libmtl_repmtl.training.checks`; ``check_data = False`` turns the NaN/Inf
+    check off); data errors are :class:`~libmtl_repmtl.training.checks.BatchDataError` naming the split, epoch,
+    batch and task.
     """
+
+    #: Check each batch's inputs and targets for NaN/Inf (one device synchronisation per batch).
+    check_data: bool = True
 
     def __init__(self, task_dict: dict[str, dict[str, Any]], weighting: str | type, architecture: str | type,
                  encoder_class: Callable[[], nn.Module], decoders: Mapping[str, nn.Module], rep_grad: bool,
@@ -218,6 +245,9 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
             with contextlib.redirect_stdout(io.StringIO()):
                 self.meter = _PerformanceMeter(self.task_dict, self.multi_input)
         self.history: list[dict[str, Any]] = []
+        self._train_cursors: list[LoaderCursor] = []  # set by train(); their positions go into last.pt
+        self._where = "a batch"  # the step being processed, for error messages ("training epoch 3, batch 7")
+        self._batch_desc = ""  # shape/dtype of the last input batch, for error messages
         self.best_epoch: int | None = None
         self.best_score: float | None = None
         self.start_epoch = 0
@@ -273,19 +303,23 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
             self.scheduler = _SCHEDULERS[sname](self.optimizer, **sp)
 
     # ------------------------------------------------------------------ data and predictions
-    def _prepare_dataloaders(self, dataloaders: Any) -> tuple[Any, Any]:
+    def _prepare_dataloaders(self, dataloaders: Any, train: bool = False) -> tuple[Any, Any]:
+        """A :class:`~libmtl_repmtl.training.resume.LoaderCursor` per loader (task -> cursor for multi-input)
+        and the batches per pass. Training cursors call :meth:`before_train_iterator` before each iterator."""
+        hook = self.before_train_iterator if train else None
         if not self.multi_input:
-            return [dataloaders, iter(dataloaders)], len(dataloaders)
-        loader = {t: [dataloaders[t], iter(dataloaders[t])] for t in self.task_name}
+            return LoaderCursor(dataloaders, before_iter=hook), len(dataloaders)
+        loader = {t: LoaderCursor(dataloaders[t], name=t, before_iter=hook) for t in self.task_name}
         return loader, [len(dataloaders[t]) for t in self.task_name]
 
-    def _process_data(self, loader: list[Any]) -> tuple[Any, Any]:
-        """Next batch of ``loader`` (``[dataloader, iterator]``; restarted when exhausted), on :attr:`device`."""
-        try:
-            data, label = next(loader[1])
-        except StopIteration:
-            loader[1] = iter(loader[0])
-            data, label = next(loader[1])
+    def before_train_iterator(self, loader: Any, iteration: int) -> None:
+        """Called before the ``iteration``-th (0-based) iterator of a training loader is started, also when a
+        resumed run recreates it. No-op; a distributed trainer calls ``loader.sampler.set_epoch(iteration)``."""
+
+    def _process_data(self, loader: LoaderCursor | list[Any]) -> tuple[Any, Any]:
+        """Next batch of ``loader`` (a cursor, or ``[dataloader, iterator]``; restarted when exhausted), on
+        :attr:`device`."""
+        data, label = next_batch(loader)
         nb = self.device.type == "cuda"
         data = data.to(self.device, non_blocking=nb)
         if isinstance(label, Mapping):
@@ -294,6 +328,9 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
             label = label.to(self.device, non_blocking=nb)
         if torch.is_tensor(data) and data.dim() >= 3:
             self.input_size = tuple(data.shape[-2:])  # type: ignore[assignment]
+        self._batch_desc = f"input batch {describe(data)}"
+        if self.check_data:
+            check_finite_batch(data, label, self._where, getattr(loader, "name", None))
         return data, label
 
     def process_preds(self, preds: Any, task_name: str | None = None) -> Any:
@@ -304,8 +341,9 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
 
     def _compute_loss(self, preds: Any, gts: Any, task_name: str | None = None) -> torch.Tensor:
         if not self.multi_input:
-            return torch.stack([self.meter.losses[t]._update_loss(preds[t], gts[t]) for t in self.task_name])
-        return self.meter.losses[task_name]._update_loss(preds, gts)
+            return torch.stack([task_loss(self.meter.losses[t], preds[t], gts[t], self._where, t)
+                                for t in self.task_name])
+        return task_loss(self.meter.losses[task_name], preds, gts, self._where, str(task_name))
 
     # ------------------------------------------------------------------ one step
     def forward_losses(self, train_loader: Any) -> torch.Tensor:
@@ -336,9 +374,12 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
         """Raise :class:`NonFiniteLossError` when a loss is NaN/inf (before any parameter changes)."""
         if not bool(torch.isfinite(losses.detach()).all()):
             vals = {t: float(v) for t, v in zip(self.task_name, losses.detach().cpu().tolist())}
+            bad = [t for t, v in vals.items() if not math.isfinite(v)]
             raise NonFiniteLossError(
-                f"non-finite training loss at epoch {epoch}, batch {batch_index}: {vals}. Check the input data "
-                "(NaN/inf in images or labels) or lower the learning rate; files written so far are complete.")
+                f"non-finite training loss of task(s) {bad} at epoch {epoch}, batch {batch_index}: {vals}; no "
+                "parameter was updated at this step. The batch's inputs and targets were finite, so the model "
+                "diverged: lower the learning rate (or check the loss of those tasks); files written so far are "
+                "complete.")
 
     def backward_and_step(self, losses: torch.Tensor) -> np.ndarray | None:
         """Weighting's backward and the optimiser step. Returns the task weights the weighting reports."""
@@ -349,7 +390,9 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
 
     def train_step(self, train_loader: Any, epoch: int, batch_index: int) -> torch.Tensor:
         """One training step; returns the ``(T,)`` detached losses."""
-        losses = self.forward_losses(train_loader)
+        self._where = f"training epoch {epoch}, batch {batch_index}"
+        with batch_context(self._where, lambda: self._batch_desc):
+            losses = self.forward_losses(train_loader)
         self.check_losses(losses, epoch, batch_index)
         w = self.backward_and_step(losses)
         if w is not None:
@@ -405,6 +448,8 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
                 bar.update()
         finally:
             bar.close()
+        for cursor in self._train_cursors:
+            cursor.settle()  # close exhausted iterators now: last.pt then needs no replay of batches
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - t0
@@ -427,15 +472,18 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
         self.model.eval()
         self.meter.record_time("begin")
         t0 = time.perf_counter()
+        where = f"{mode} evaluation" + (f" after epoch {epoch}" if epoch is not None else "")
         if not self.multi_input:
-            for _ in range(batches):
+            for i in range(batches):
+                self._where = f"{where}, batch {i}"
                 inputs, gts = self._process_data(loader)
                 preds = self.process_preds(self.model(inputs))
                 self._compute_loss(preds, gts)
                 self.meter.update(preds, gts)
         else:
             for tn, task in enumerate(self.task_name):
-                for _ in range(batches[tn]):
+                for i in range(batches[tn]):
+                    self._where = f"{where}, task {task!r} batch {i}"
                     inputs, gt = self._process_data(loader[task])
                     pred = self.process_preds(self.model(inputs, task)[task], task)
                     self._compute_loss(pred, gt, task)
@@ -495,11 +543,14 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
             self.scheduler.step()
         record["peak_memory_mb"] = self.peak_memory_mb()
         self.status = "complete" if epoch + 1 >= (self.epochs_total or 0) else "running"
-        if self.save_path is not None:
-            self.write_results()
+        if self.save_path is not None:  # atomic writes; a failure (full disk) names the file and the epoch
+            when = f"the end of epoch {epoch}"
+            write_run_file(self.save_path / "results.json", lambda p: self.write_results(), when)
             if improved:
-                atomic_torch_save(self.save_path / "best.pt", self.checkpoint_state(epoch))
-            atomic_torch_save(self.save_path / "last.pt", self.checkpoint_state(epoch))
+                write_run_file(self.save_path / "best.pt",
+                               lambda p: atomic_torch_save(p, self.checkpoint_state(epoch)), when)
+            write_run_file(self.save_path / "last.pt", lambda p: atomic_torch_save(p, self.checkpoint_state(epoch)),
+                           when)
 
     def _update_best(self, epoch: int) -> bool:
         split = "val" if self.history[-1].get("_val_scores_kept") is not None else "test"
@@ -532,11 +583,15 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
             NonFiniteLossError: a NaN/inf training loss (``results.json`` then says ``"status": "failed"``).
             KeyboardInterrupt: interrupted (``"status": "interrupted"``; continue with ``resume=True``).
         """
-        train_loader, train_batch = self._prepare_dataloaders(train_dataloaders)
+        train_loader, train_batch = self._prepare_dataloaders(train_dataloaders, train=True)
+        self._train_cursors = cursors_of(train_loader)
         train_batch = max(train_batch) if self.multi_input else train_batch
         if train_batch == 0 or (self.multi_input and min(_prep_sizes(train_dataloaders, self.task_name)) == 0):
             raise ValueError("the training data yield no batch (fewer items than the training batch size, and "
                              "incomplete batches are dropped): lower --train_bs or use more data")
+        check_nonempty(test_dataloaders, "test", self.task_name, self.multi_input)
+        if val_dataloaders is not None:
+            check_nonempty(val_dataloaders, "val", self.task_name, self.multi_input)
         self.start_training(int(epochs), int(train_batch))
         stop_after = os.environ.get(STOP_ENV)
         try:
@@ -586,17 +641,15 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
         return out
 
     def checkpoint_state(self, epoch: int) -> dict[str, Any]:
-        """Everything needed to continue after ``epoch``: model, optimizer, scheduler, RNG states, the
-        weighting's state, the history and best epoch, and the configuration."""
-        rng: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(),
-                               "torch": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        """Everything needed to continue after ``epoch`` exactly: model, optimizer, scheduler, RNG states
+        (``rng``), the training loaders' positions (``data_order``), the weighting's state, the history and best
+        epoch, and the configuration."""
         return {
             "format": "libmtl_repmtl.checkpoint/1", "epoch": epoch, "epochs_total": self.epochs_total,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "rng": rng, "weighting_state": self.weighting_state(),
+            "rng": capture_rng_state(self.device), "data_order": self.data_order_state(),
+            "weighting_state": self.weighting_state(),
             "batch_weight": self.batch_weight[:, : epoch + 1].copy(),
             "history": self.history, "best_epoch": self.best_epoch, "best_score": self.best_score,
             "config": to_jsonable(self.config), "task_name": self.task_name,
@@ -632,15 +685,9 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
         if bw.ndim == 3 and bw.shape[2] == self.batch_weight.shape[2]:
             n = min(bw.shape[1], self.batch_weight.shape[1])
             self.batch_weight[:, :n] = bw[:, :n]
-        rng = state.get("rng") or {}
-        if "python" in rng:
-            random.setstate(rng["python"])
-        if "numpy" in rng:
-            np.random.set_state(rng["numpy"])
-        if "torch" in rng:
-            torch.set_rng_state(rng["torch"].cpu())
-        if "cuda" in rng and self.device.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"].cpu(), self.device)
+        # The data order first: replaying batches may draw random numbers, which the RNG restore then undoes.
+        self.restore_data_order(state.get("data_order"), str(path))
+        restore_rng_state(state.get("rng") or {}, self.device)
         self.history = list(state.get("history") or [])
         self.best_epoch, self.best_score = state.get("best_epoch"), state.get("best_score")
         self.start_epoch = int(state["epoch"]) + 1
@@ -649,6 +696,16 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
             base = first.get("_val_scores_kept") or first.get("_test_scores_kept")
             if base is not None:
                 self.meter.base_result = {t: list(v) for t, v in base.items()}
+
+    def data_order_state(self) -> dict[str, Any]:
+        """The training loaders' positions and shuffling-generator states (:mod:`~libmtl_repmtl.training.resume`)."""
+        return data_order_state(self._train_cursors)
+
+    def restore_data_order(self, state: Mapping[str, Any] | None, source: str) -> None:
+        """Put the training loaders where a checkpoint's :meth:`data_order_state` says; a checkpoint without one
+        (older version) or one that does not fit the loaders (data or batch size changed) gives a
+        ``RuntimeWarning`` and fresh iterators (the resumed epochs then see another batch order)."""
+        restore_data_order(self._train_cursors, state, source)
 
     # ------------------------------------------------------------------ results
     def history_entry(self, epoch: int) -> dict[str, Any]:
