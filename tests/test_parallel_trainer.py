@@ -31,14 +31,17 @@ OWN = {"train_seconds", "val_seconds", "test_seconds", "peak_memory_mb"}
 
 
 class _Data(Dataset):
-    """``x (3, 6, 6)``; task ``t``'s label is the sign of channel ``i``'s mean. ``nan_index``: one NaN image."""
+    """``x (3, 6, 6)``; task ``t``'s label is the sign of channel ``i``'s mean. ``nan_index``: one NaN image;
+    ``bad_label_index``: one label of task ``a`` out of range."""
 
-    def __init__(self, n: int, seed: int, nan_index: int | None = None) -> None:
+    def __init__(self, n: int, seed: int, nan_index: int | None = None, bad_label_index: int | None = None) -> None:
         g = torch.Generator().manual_seed(seed)
         self.x = torch.randn(n, 3, 6, 6, generator=g)
         self.y = {t: (self.x[:, i].mean((1, 2)) > 0).long() for i, t in enumerate(TASKS)}
         if nan_index is not None:
             self.x[nan_index] = float("nan")
+        if bad_label_index is not None:
+            self.y["a"][bad_label_index] = 7
 
     def __len__(self) -> int:
         return len(self.x)
@@ -73,7 +76,8 @@ def _task_dict(tasks, opts):
 
 def _loaders(tasks, opts):
     gen = torch.Generator().manual_seed(opts["seed"])
-    return {"train": DataLoader(_Data(16, 0, opts.get("nan_index")), batch_size=opts["train_bs"], shuffle=True,
+    train = _Data(16, 0, opts.get("nan_index"), opts.get("bad_label_index"))
+    return {"train": DataLoader(train, batch_size=opts["train_bs"], shuffle=True,
                                 drop_last=True, generator=gen),
             "val": DataLoader(_Data(5, 1), batch_size=2),  # shards of 3 and 2 samples, partial batches
             "test": DataLoader(_Data(7, 2), batch_size=3)}
@@ -90,7 +94,9 @@ CASES = [
     ("ew", "EW", "HPS", {}),
     ("repmtl", "RepMTL", "RepHPS", {"weight_args": {"RepMTL_global_negatives": True}}),
     ("dwa", "DWA", "HPS", {"epochs": 3}),
-    ("nan", "EW", "HPS", {"nan_index": 5}),
+    ("nan", "EW", "HPS", {"nan_index": 5}),  # refused by the batch check before the forward
+    ("nanloss", "EW", "HPS", {"nan_index": 5}),  # batch check off: the loss is NaN on one rank
+    ("badlabel", "EW", "HPS", {"bad_label_index": 5}),  # refused by the label check after the forward
     ("mgda", "MGDA", "HPS", {}),
     ("unwritable", "EW", "HPS", {"epochs": 1}),  # save_path is a file: rank 0's first write fails
 ]
@@ -149,6 +155,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             read.clear()
             trained.clear()
             gathers[0] = 0
+            trainer_mod.MTLTrainer.check_data = name != "nanloss"
             try:
                 res = run_experiment(BENCH, weighting, arch, None, os.path.join(out_dir, name), device="cpu",
                                      verbose=False, progress=False, **kwargs)
@@ -271,16 +278,18 @@ def test_dwa_weights_agree_across_ranks(spawned):
 
 
 @pytest.mark.dist
-def test_a_nan_loss_on_one_rank_stops_every_rank(spawned):
+@pytest.mark.parametrize(("case", "error"), [("nan", "BatchDataError"), ("nanloss", "NonFiniteLossError"),
+                                             ("badlabel", "BatchDataError")])
+def test_a_bad_batch_on_one_rank_stops_every_rank(spawned, case, error):
     outs, _, root = spawned
-    errors = [outs[r]["nan"]["error"] for r in range(WORLD)]
-    assert all(e.startswith("NonFiniteLossError") for e in errors)
-    assert sum("on another rank" in e for e in errors) == 1  # the NaN image is in exactly one shard
+    errors = [outs[r][case]["error"] for r in range(WORLD)]
+    assert all(e.startswith(error) for e in errors), errors
+    assert sum("on another rank" in e for e in errors) == 1  # the bad item is in exactly one shard
     import json
 
-    res = json.loads((root / "nan" / "results.json").read_text())
-    assert res["status"] == "failed" and "NonFiniteLossError" in res["error"]
-    assert outs[1]["nan"]["writes"] == []
+    res = json.loads((root / case / "results.json").read_text())
+    assert res["status"] == "failed" and error in res["error"]
+    assert outs[1][case]["writes"] == []
 
 
 @pytest.mark.dist
@@ -296,7 +305,9 @@ def test_gradient_methods_are_refused_on_every_rank(spawned):
 @pytest.mark.dist
 def test_a_failed_write_on_rank0_stops_every_rank(spawned):
     outs, _, _ = spawned
-    assert outs[0]["unwritable"]["error"].startswith(("NotADirectoryError", "FileExistsError"))  # rank 0's own
+    own = outs[0]["unwritable"]["error"]  # rank 0's own: the run file it could not write, with the OS's reason
+    assert own.startswith("RunFileWriteError: could not write") and "results.json" in own
+    assert "File exists" in own or "Not a directory" in own
     assert "results.json" in outs[0]["unwritable"]["writes"]
     err = outs[1]["unwritable"]["error"]
     assert err.startswith("RuntimeError: epoch 0 failed on another rank (rank 0:") and "every rank stops" in err

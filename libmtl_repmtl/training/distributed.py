@@ -702,6 +702,38 @@ class DataParallelTrainerMixin:
             self._stat_counts = reduce_sums(self._stat_counts, env)  # type: ignore[has-type]
             broadcast_buffers(self.model, env)
 
+    def _process_data(self, loader: Any) -> Any:
+        """The trainer's batch fetch and checks; in a distributed training step every rank learns whether any
+        rank's batch failed before the next collective (the DDP forward), so all stop together."""
+        return self._on_every_rank(super()._process_data, loader)  # type: ignore[misc]
+
+    def _compute_loss(self, preds: Any, gts: Any, task_name: str | None = None) -> Tensor:
+        """The trainer's task losses (label checks included), agreed by every rank before the backward."""
+        return self._on_every_rank(super()._compute_loss, preds, gts, task_name)  # type: ignore[misc]
+
+    def _on_every_rank(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)``; during distributed training an exception on any rank is raised on every rank
+        (the failing rank's own, a :class:`~libmtl_repmtl.training.checks.BatchDataError` saying so on the
+        others) instead of leaving the others waiting in a collective."""
+        env = self.dist_env
+        if not (env.distributed and self.model.training):
+            return fn(*args)
+        error: BaseException | None = None
+        out: Any = None
+        try:
+            out = fn(*args)
+        except Exception as exc:  # noqa: BLE001 - re-raised below, after every rank has agreed
+            error = exc
+        if any_rank(error is not None, env):
+            if error is not None:
+                raise error
+            from libmtl_repmtl.training.checks import BatchDataError
+
+            where = getattr(self, "_where", "a training step")
+            raise BatchDataError(f"a training batch failed on another rank at {where}; every rank stops. That "
+                                 "rank's error names the file, task or value.")
+        return out
+
     def check_losses(self, losses: Tensor, epoch: int, batch_index: int) -> None:
         """The trainer's check, agreed by every rank: a non-finite loss anywhere stops all of them."""
         env = self.dist_env
