@@ -268,14 +268,23 @@ def run_experiment(benchmark: str, weighting: str | type, arch: str | type, data
         if not env.is_main:
             verbose, progress = False, False  # rank 0 prints
     try:
-        return _run(spec, opts, run_tasks, wcls, acls, wargs, aargs, save_path, seed=int(seed), device=device,
-                    rep_grad=rep_grad, baseline=baseline, resume=resume, progress=progress, verbose=verbose,
-                    params=params, amp=amp, sync_bn=sync_bn, env=env)
-    finally:
+        results = _run(spec, opts, run_tasks, wcls, acls, wargs, aargs, save_path, seed=int(seed), device=device,
+                       rep_grad=rep_grad, baseline=baseline, resume=resume, progress=progress, verbose=verbose,
+                       params=params, amp=amp, sync_bn=sync_bn, env=env)
+    except BaseException:
         if owned and env is not None:
             from libmtl_repmtl.training.distributed import cleanup
 
-            cleanup(env)
+            cleanup(env)  # no barrier: a rank may be gone, and torchrun stops the others
+        raise
+    if owned and env is not None:
+        from libmtl_repmtl.training.distributed import barrier, cleanup
+
+        # Every rank has finished its collectives before any closes its connections: a gloo peer that is still
+        # inside one when the other side closes aborts its process.
+        barrier(env)
+        cleanup(env)
+    return results
 
 
 def _torchrun_world_size() -> int:
