@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -124,3 +125,16 @@ def test_published_table_matches_spec():
     assert PUBLISHED_DELTA_P_TASK["cityscapes"]["RepMTL"] == 0.62
     assert PUBLISHED_DELTA_P_TASK["office-31"]["RepMTL"] == 1.31
     assert PUBLISHED_DELTA_P_TASK["office-home"]["RepMTL"] == 0.41
+
+
+def test_partial_delta_p_equals_delta_p_on_complete_tables_and_skips_unusable_baselines():
+    from libmtl_repmtl.training.deltap import partial_delta_p
+
+    res, base, hb = {"a": [1.1, 1.2], "b": [3.0]}, {"a": [1.0, 1.0], "b": [2.0]}, {"a": [1, 0], "b": [True]}
+    assert partial_delta_p(res, base, hb) == delta_p(res, base, hb)
+    # task c has no baseline, a's second metric a zero one, b's a missing one: Δp over a[0] alone
+    r = partial_delta_p({**res, "c": [5.0]}, {"a": [1.0, 0.0], "b": [None]}, {**hb, "c": [1]})
+    assert r is not None and r.task == pytest.approx(10.0) and r.metric == pytest.approx(10.0)
+    assert partial_delta_p({"c": [1.0]}, {"a": [1.0]}, {"c": [1]}) is None
+    nan = partial_delta_p({"a": [float("nan"), 1.0]}, {"a": [1.0, 1.0]}, {"a": [1, 1]})
+    assert nan is not None and math.isnan(nan.task)  # a non-finite result is not silently dropped

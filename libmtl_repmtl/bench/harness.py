@@ -295,21 +295,15 @@ def delta_p(metrics: Mapping[str, Mapping[str, float]], baseline: Mapping[str, M
     Δp_task = mean over tasks of (mean over the task's metrics of (-1)^σ (M - M_b) / M_b) x 100, σ = 1 for
     lower-is-better metrics; Δp_metric = the same signed change averaged over all metrics.
     """
-    per_task, per_metric = [], []
-    for t, ms in metrics.items():
-        changes = []
-        for m, v in ms.items():
-            b = baseline.get(t, {}).get(m)
-            if b is None or b == 0:
-                continue
-            sign = 1.0 if higher_better.get(t, {}).get(m, True) else -1.0
-            changes.append(sign * (v - b) / abs(b) * 100.0)
-        if changes:
-            per_task.append(float(np.mean(changes)))
-            per_metric.extend(changes)
-    if not per_task:
+    from libmtl_repmtl.training.deltap import partial_delta_p
+
+    names = {t: list(ms) for t, ms in metrics.items()}
+    r = partial_delta_p({t: [metrics[t][m] for m in ns] for t, ns in names.items()},
+                        {t: [baseline[t].get(m) for m in ns] for t, ns in names.items() if t in baseline},
+                        {t: [higher_better.get(t, {}).get(m, True) for m in ns] for t, ns in names.items()})
+    if r is None:
         raise ValueError("no metric in common with the baseline")
-    return float(np.mean(per_task)), float(np.mean(per_metric))
+    return r.task, r.metric
 
 
 def _norm(name: str) -> str:

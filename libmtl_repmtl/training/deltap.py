@@ -99,6 +99,34 @@ def delta_p(results: Mapping[str, Sequence[float]], baseline: Mapping[str, Seque
     return DeltaP(task=sum(per_task) / len(per_task), metric=sum(flat) / len(flat))
 
 
+
+def partial_delta_p(results: Mapping[str, Sequence[float | None]], baseline: Mapping[str, Sequence[float | None]],
+                    higher_better: Mapping[str, Sequence[int | bool]]) -> DeltaP | None:
+    """Δp over the metrics that have a usable baseline value, for partial tables (a trainer's epoch record
+    against a baseline that lacks some tasks or metrics).
+
+    A metric counts when its baseline value is present, finite and non-zero and its result is present;
+    tasks absent from ``baseline`` are skipped. A non-finite result is kept (the Δp is then NaN, not silently
+    computed without it). Same formula as :func:`delta_p`, to which it is equal on complete tables.
+
+    Returns:
+        :class:`DeltaP`, or None when no metric counts.
+    """
+    ch: dict[str, list[float]] = {}
+    for task, values in results.items():
+        base = baseline.get(task)
+        if base is None:
+            continue
+        changes = [(1.0 if h else -1.0) * (float(v) - float(b)) / float(b) * 100.0
+                   for v, b, h in zip(values, base, higher_better[task])
+                   if b is not None and math.isfinite(float(b)) and float(b) != 0.0 and v is not None]
+        if changes:
+            ch[task] = changes
+    if not ch:
+        return None
+    flat = [x for c in ch.values() for x in c]
+    return DeltaP(task=sum(sum(c) / len(c) for c in ch.values()) / len(ch), metric=sum(flat) / len(flat))
+
 #: The spec's single-task rows, exactly as printed (percent for mIoU / pixAcc / within-angle / accuracy).
 SPEC_BASELINES_PRINTED: dict[str, dict[str, list[float]]] = {
     "nyuv2": {"segmentation": [53.50, 75.39], "depth": [0.3926, 0.1605],
@@ -275,4 +303,5 @@ def load_baseline(path: str | os.PathLike[str], benchmark: str | None = None) ->
 
 __all__ = ["BASELINES", "DeltaP", "HIGHER_BETTER", "PERCENT_METRICS", "PUBLISHED_DELTA_P_METRIC",
            "PUBLISHED_DELTA_P_TASK", "PUBLISHED_METRICS", "SPEC_BASELINES_PRINTED", "builtin_baseline",
-           "delta_p", "load_baseline", "printed_to_metric_units", "relative_changes", "validate_baseline"]
+           "delta_p", "load_baseline", "partial_delta_p", "printed_to_metric_units", "relative_changes",
+           "validate_baseline"]

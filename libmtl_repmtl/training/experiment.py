@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from libmtl_repmtl.libmtl.bases import LibMTL
+from libmtl_repmtl.training.deltap import builtin_baseline, validate_baseline
 from libmtl_repmtl.training.distributed import DataParallelTrainerMixin, DistEnv
 from libmtl_repmtl.training.registry import BenchmarkSpec, get_benchmark
 from libmtl_repmtl.training.trainer import MTLTrainer, resolve_architecture, resolve_weighting
@@ -147,29 +148,17 @@ def resolve_baseline(spec: BenchmarkSpec, baseline: str | os.PathLike[str] | Map
     out = _as_lists(raw, names, source)
     if not out:
         raise ValueError(f"--baseline {source}: no entry for the tasks {list(names)}")
-    validate = _deltap_attr("validate_baseline")
-    if validate is not None and _deltap_builtin(spec.name) is not None:
-        out = validate(out, spec.name, source=source)
+    if _deltap_builtin(spec.name) is not None:
+        out = validate_baseline(out, spec.name, source=source)
     return out, source
 
 
-def _deltap_attr(name: str) -> Any:
-    try:
-        from libmtl_repmtl.training import deltap  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return getattr(deltap, name, None)
-
-
 def _deltap_builtin(benchmark: str) -> Mapping[str, Any] | None:
-    fn = _deltap_attr("builtin_baseline")
-    if not callable(fn):
-        return None
+    """The built-in single-task baseline of one of the paper's benchmarks, else None."""
     try:
-        table = fn(benchmark)
-    except (KeyError, ValueError):
+        return builtin_baseline(benchmark)
+    except ValueError:
         return None
-    return table if isinstance(table, Mapping) else None
 
 
 def set_seed(seed: int, device: torch.device) -> None:

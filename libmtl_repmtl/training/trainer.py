@@ -50,6 +50,7 @@ from libmtl_repmtl.training.checks import (
     describe,
     task_loss,
 )
+from libmtl_repmtl.training.deltap import partial_delta_p
 from libmtl_repmtl.training.device import resolve_device
 from libmtl_repmtl.training.io import atomic_torch_save, atomic_write_json, to_jsonable, write_run_file
 from libmtl_repmtl.training.progress import Progress
@@ -126,49 +127,6 @@ def _resolve(obj: str | type, module: Any, kind: str, plugins: Mapping[str, str]
 
 
 # ---------------------------------------------------------------------------------------------- Δp
-def _delta_p_changes(scores: Mapping[str, Sequence[float]], baseline: Mapping[str, Sequence[float]],
-                     higher: Mapping[str, Sequence[bool]]) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {}
-    for task, values in scores.items():
-        base = baseline.get(task)
-        if base is None:
-            continue
-        ch = []
-        for v, b, hb in zip(values, base, higher[task]):
-            if b is None or not math.isfinite(float(b)) or float(b) == 0.0 or v is None:
-                continue
-            ch.append((1.0 if hb else -1.0) * (float(v) - float(b)) / abs(float(b)) * 100.0)
-        if ch:
-            out[task] = ch
-    return out
-
-
-def delta_p(scores: Mapping[str, Sequence[float]], baseline: Mapping[str, Sequence[float]],
-            higher: Mapping[str, Sequence[bool]]) -> tuple[float | None, float | None]:
-    """(Δp_task, Δp_metric) in percent of ``scores`` against ``baseline`` (task -> metric values, same order).
-
-    Δp_task = mean over tasks of the mean signed relative change of the task's metrics; Δp_metric = the mean
-    over all metrics. Uses :func:`libmtl_repmtl.training.deltap.delta_p` when that module provides it.
-    """
-    try:
-        from libmtl_repmtl.training import deltap as _dp  # type: ignore[attr-defined]
-
-        fn = getattr(_dp, "delta_p", None)
-    except ImportError:
-        fn = None
-    if fn is not None:
-        try:
-            r = fn(scores, baseline, higher)
-            task, metric = (r.task, r.metric) if hasattr(r, "task") else (r[0], r[1])
-            return (None if task is None else float(task)), (None if metric is None else float(metric))
-        except (TypeError, KeyError, ValueError, AttributeError):
-            pass  # a different calling convention: use the local definition
-    ch = _delta_p_changes(scores, baseline, higher)
-    if not ch:
-        return None, None
-    return float(np.mean([np.mean(c) for c in ch.values()])), float(np.mean([x for c in ch.values() for x in c]))
-
-
 # ---------------------------------------------------------------------------------------------- trainer
 class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
     """A LibMTL ``Trainer`` that runs anywhere and writes its results atomically.
@@ -531,8 +489,8 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
                 continue
             record[f"_{split}_scores_kept"] = scores
             if self.baseline:
-                task, metric = delta_p(scores, self.baseline, higher)
-                dp[split] = {"task": task, "metric": metric}
+                r = partial_delta_p(scores, self.baseline, higher)
+                dp[split] = {"task": r.task if r else None, "metric": r.metric if r else None}
         record["delta_p"] = dp
         if self.verbose and dp:
             parts = [f"{s.upper()} Δp_task {_pct(v['task'])} Δp_metric {_pct(v['metric'])}" for s, v in dp.items()]
@@ -571,8 +529,8 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
         if not base or not scores:
             return None
         higher = self._higher_flags()
-        ch = _delta_p_changes(scores, base, higher)
-        return float(np.mean([np.mean(c) for c in ch.values()])) if ch else 0.0
+        r = partial_delta_p(scores, base, higher)
+        return r.task if r is not None else 0.0
 
     # ------------------------------------------------------------------ the loop
     def train(self, train_dataloaders: Any, test_dataloaders: Any, epochs: int, val_dataloaders: Any = None,
@@ -838,4 +796,4 @@ def _is_plain(v: Any) -> bool:
     return False
 
 
-__all__ = ["MTLTrainer", "NonFiniteLossError", "STOP_ENV", "delta_p", "resolve_architecture", "resolve_weighting"]
+__all__ = ["MTLTrainer", "NonFiniteLossError", "STOP_ENV", "resolve_architecture", "resolve_weighting"]
