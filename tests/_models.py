@@ -1,4 +1,5 @@
-"""Small float64 models and a LibMTL-style model builder shared by the method tests."""
+"""Small models shared by the tests: float64 models and a LibMTL-style builder for the method tests, and tiny
+convolutional classifiers for the trainer tests."""
 
 from __future__ import annotations
 
@@ -31,6 +32,40 @@ class VectorEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+
+
+class TinyConvEncoder(nn.Module):
+    """``(B, 3, H, W) -> (B, width, H, W)``: Conv3x3 [+ BatchNorm] + ReLU [+ Conv3x3] (``depth`` 1 or 2)."""
+
+    def __init__(self, width: int = 4, depth: int = 1, batch_norm: bool = False) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(3, width, 3, padding=1)]
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(width))
+        layers.append(nn.ReLU())
+        if depth == 2:
+            layers.append(nn.Conv2d(width, width, 3, padding=1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class PooledLinearHead(nn.Module):
+    """``(B, width, H, W) -> (B, classes)``: spatial mean, then a linear layer."""
+
+    def __init__(self, width: int = 4, classes: int = 2) -> None:
+        super().__init__()
+        self.fc = nn.Linear(width, classes)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.fc(z.mean((2, 3)))
+
+
+def acc_ce_task_dict(tasks: list[str] | tuple[str, ...], opts: object = None) -> dict[str, dict[str, object]]:
+    """LibMTL task dict: accuracy metric and cross-entropy loss for every task (a registry ``task_dict``)."""
+    return {t: {"metrics": ["Acc"], "metrics_fn": LibMTL.metrics.AccMetric(), "loss_fn": LibMTL.loss.CELoss(),
+                "weight": [1]} for t in tasks}
 
 def make_heads(tasks: list[str], dense: bool, channels: int = 5) -> nn.ModuleDict:
     if dense:

@@ -35,6 +35,7 @@ from libmtl_repmtl.training.checks import BatchDataError
 from libmtl_repmtl.training.io import RunFileWriteError
 from libmtl_repmtl.training.registry import BenchmarkSpec, register_benchmark
 from libmtl_repmtl.training.trainer import STOP_ENV, MTLTrainer, NonFiniteLossError
+from tests._models import PooledLinearHead, TinyConvEncoder
 
 TASKS = ("cls", "depth")
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,22 +66,14 @@ class _Data(Dataset):
         return item
 
 
-class _Enc(nn.Module):
+class _Enc(TinyConvEncoder):
     def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        super().__init__(width=4)
 
 
-class _ClsHead(nn.Module):
+class _ClsHead(PooledLinearHead):
     def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(4, 2)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.fc(z.mean((2, 3)))
+        super().__init__(width=4)
 
 
 class _Diverging(AbsLoss):

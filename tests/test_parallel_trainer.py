@@ -20,8 +20,8 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from libmtl_repmtl.libmtl.bases import LibMTL
 from libmtl_repmtl.training.registry import BenchmarkSpec, benchmark_names, get_benchmark, register_benchmark
+from tests._models import PooledLinearHead, TinyConvEncoder, acc_ce_task_dict
 
 TASKS = ("a", "b")
 WORLD = 2
@@ -50,28 +50,17 @@ class _Data(Dataset):
         return self.x[i], {t: v[i] for t, v in self.y.items()}
 
 
-class _Enc(nn.Module):
+class _Enc(TinyConvEncoder):
     def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
-                                 nn.Conv2d(6, 6, 3, padding=1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        super().__init__(width=6, depth=2, batch_norm=True)
 
 
-class _Head(nn.Module):
+class _Head(PooledLinearHead):
     def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(6, 2)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.fc(z.mean((2, 3)))
+        super().__init__(width=6)
 
 
-def _task_dict(tasks, opts):
-    return {t: {"metrics": ["Acc"], "metrics_fn": LibMTL.metrics.AccMetric(), "loss_fn": LibMTL.loss.CELoss(),
-                "weight": [1]} for t in tasks}
+_task_dict = acc_ce_task_dict
 
 
 def _loaders(tasks, opts):

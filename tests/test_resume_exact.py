@@ -19,11 +19,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from libmtl_repmtl.libmtl.bases import LibMTL
 from libmtl_repmtl.training import run_experiment
 from libmtl_repmtl.training.registry import BenchmarkSpec, register_benchmark
 from libmtl_repmtl.training.resume import LoaderCursor
 from libmtl_repmtl.training.trainer import STOP_ENV
+from tests._models import PooledLinearHead, TinyConvEncoder, acc_ce_task_dict
 
 #: Per-epoch fields that measure time or memory (they legitimately differ between two runs).
 _VOLATILE = {"train_seconds", "val_seconds", "test_seconds", "peak_memory_mb"}
@@ -112,27 +112,17 @@ class _Noisy(Dataset):
         return self.x[i] + noise, self.y[i]
 
 
-class _Enc(nn.Module):
+class _Enc(TinyConvEncoder):
     def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        super().__init__(width=4)
 
 
-class _Head(nn.Module):
+class _Head(PooledLinearHead):
     def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(4, 2)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.fc(z.mean((2, 3)))
+        super().__init__(width=4)
 
 
-def _task_dict(tasks, opts):
-    return {t: {"metrics": ["Acc"], "metrics_fn": LibMTL.metrics.AccMetric(), "loss_fn": LibMTL.loss.CELoss(),
-                "weight": [1]} for t in tasks}
+_task_dict = acc_ce_task_dict
 
 
 def _multi_loaders(tasks, opts):

@@ -20,6 +20,7 @@ from libmtl_repmtl.training.io import atomic_write_json, atomic_write_text
 from libmtl_repmtl.training.progress import Progress
 from libmtl_repmtl.training.registry import BenchmarkSpec, get_benchmark, register_benchmark
 from libmtl_repmtl.training.trainer import STOP_ENV, MTLTrainer, NonFiniteLossError, resolve_weighting
+from tests._models import PooledLinearHead, TinyConvEncoder, acc_ce_task_dict
 
 TASKS = ("a", "b")
 
@@ -44,27 +45,17 @@ class _Data(Dataset):
         return self.x[i], {t: v[i] for t, v in self.y.items()}
 
 
-class _Enc(nn.Module):
+class _Enc(TinyConvEncoder):
     def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 6, 3, padding=1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        super().__init__(width=6, depth=2)
 
 
-class _Head(nn.Module):
+class _Head(PooledLinearHead):
     def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(6, 2)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.fc(z.mean((2, 3)))
+        super().__init__(width=6)
 
 
-def _task_dict(tasks, opts):
-    return {t: {"metrics": ["Acc"], "metrics_fn": LibMTL.metrics.AccMetric(), "loss_fn": LibMTL.loss.CELoss(),
-                "weight": [1]} for t in tasks}
+_task_dict = acc_ce_task_dict
 
 
 def _loaders(multi: bool, has_val: bool):
