@@ -126,7 +126,6 @@ def _resolve(obj: str | type, module: Any, kind: str, plugins: Mapping[str, str]
     raise ValueError(f"unknown {kind} {name!r}; known: {known}")
 
 
-# ---------------------------------------------------------------------------------------------- Δp
 # ---------------------------------------------------------------------------------------------- trainer
 class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
     """A LibMTL ``Trainer`` that runs anywhere and writes its results atomically.
