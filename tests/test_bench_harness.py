@@ -76,10 +76,13 @@ def test_dry_run_lists_the_grid(tmp_path: Path, capsys) -> None:
 
 
 def test_ablations_and_single_task_plan(tmp_path: Path) -> None:
-    grid = plan_grid(["multimnist"], ["RepMTL-CSA", "RepMTL-TSR", "STL"], [3], tmp_path, {"multimnist": {"epochs": 2}})
-    csa, tsr, left, right = grid
+    grid = plan_grid(["multimnist"], ["RepMTL-CSA", "RepMTL-TSR", "RepMTL-small", "STL"], [3], tmp_path,
+                     {"multimnist": {"epochs": 2}})
+    csa, tsr, small, left, right = grid
     assert csa.weighting == "RepMTL" and csa.options["weight_args"] == {"RepMTL_lambda_tsr": 0.0}
     assert tsr.options["weight_args"] == {"RepMTL_lambda_csa": 0.0}
+    assert small.arch == "RepHPS" and small.options["weight_args"] == {
+        "RepMTL_lambda_tsr": 0.1, "RepMTL_lambda_csa": 0.1, "RepMTL_tau": 1.0}
     assert left.options["tasks"] == ["left"] and right.save_path == tmp_path / "multimnist" / "STL" / "seed3" / "right"
     assert csa.options["epochs"] == 2 and csa.options["seed"] == 3
     assert method_spec("PCGrad").arch == "HPS"

@@ -7,7 +7,8 @@ Each run goes through the trainer's ``run_experiment(benchmark, weighting, arch,
 
 Methods: any LibMTL weighting (``EW``, ``UW``, ``MGDA``, ...; architecture ``HPS``), ``RepMTL`` (architecture
 ``RepHPS``), its ablations ``RepMTL-CSA`` (``RepMTL_lambda_tsr=0``) and ``RepMTL-TSR`` (``RepMTL_lambda_csa=0``),
-and ``STL`` (single-task runs).
+``RepMTL-small`` (both lambdas 0.1, ``tau = 1``: the setting that trains small models from scratch, see
+``docs/method.md``, "Behaviour on small CPU benchmarks") and ``STL`` (single-task runs).
 
 Outputs (written atomically): ``OUT/summary.md``, ``OUT/summary.csv`` (per benchmark and method: mean +- std
 over seeds of every test metric at the best epoch, Δp_task, Δp_metric, seconds per epoch, peak memory,
@@ -75,6 +76,9 @@ def method_spec(name: str) -> MethodSpec:
         return MethodSpec(name, "RepMTL", "RepHPS", {"RepMTL_lambda_tsr": 0.0})
     if name == "RepMTL-TSR":
         return MethodSpec(name, "RepMTL", "RepHPS", {"RepMTL_lambda_csa": 0.0})
+    if name == "RepMTL-small":
+        return MethodSpec(name, "RepMTL", "RepHPS",
+                          {"RepMTL_lambda_tsr": 0.1, "RepMTL_lambda_csa": 0.1, "RepMTL_tau": 1.0})
     if name == "STL":
         return MethodSpec(name, "EW", "HPS", single_task=True)
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
@@ -96,7 +100,7 @@ class Suite:
 SUITES: dict[str, Suite] = {
     "cpu": Suite(("multimnist", "digits"), CPU_METHODS, (0, 1, 2),
                  {"multimnist": {"epochs": 8}, "digits": {"epochs": 8}}),
-    "cpu-quick": Suite(("multimnist", "digits"), ("EW", "MGDA", "RepMTL", "STL"), (0,),
+    "cpu-quick": Suite(("multimnist", "digits"), ("EW", "MGDA", "RepMTL", "RepMTL-small", "STL"), (0,),
                        {"multimnist": {"epochs": 4}, "digits": {"epochs": 3}}),
     "ablation-cpu": Suite(("multimnist",), ("EW", "RepMTL", "RepMTL-CSA", "RepMTL-TSR", "STL"), (0, 1, 2),
                           {"multimnist": {"epochs": 8}}),
@@ -752,7 +756,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", choices=sorted(SUITES), help="a predefined grid (flags below override its parts)")
     p.add_argument("--benchmarks", nargs="+", help="benchmark names (e.g. multimnist digits nyuv2)")
     p.add_argument("--methods", nargs="+",
-                   help="LibMTL weightings, RepMTL, RepMTL-CSA, RepMTL-TSR, STL (single-task runs)")
+                   help="LibMTL weightings, RepMTL, RepMTL-CSA, RepMTL-TSR, RepMTL-small, STL (single-task runs)")
     p.add_argument("--seeds", nargs="+", type=int, help="training seeds")
     p.add_argument("--epochs", type=int, help="epochs for every benchmark (default: the suite's / trainer's)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
