@@ -711,10 +711,12 @@ class DataParallelTrainerMixin:
         """The trainer's task losses (label checks included), agreed by every rank before the backward."""
         return self._on_every_rank(super()._compute_loss, preds, gts, task_name)  # type: ignore[misc]
 
-    def _on_every_rank(self, fn: Callable[..., T], *args: Any) -> T:
+    def _on_every_rank(self, fn: Callable[..., T], *args: Any,
+                       elsewhere: Callable[[], BaseException] | None = None) -> T:
         """``fn(*args)``; during distributed training an exception on any rank is raised on every rank
-        (the failing rank's own, a :class:`~libmtl_repmtl.training.checks.BatchDataError` saying so on the
-        others) instead of leaving the others waiting in a collective."""
+        (the failing rank's own; on the others ``elsewhere()``, by default a
+        :class:`~libmtl_repmtl.training.checks.BatchDataError` saying so) instead of leaving the others waiting
+        in a collective."""
         env = self.dist_env
         if not (env.distributed and self.model.training):
             return fn(*args)
@@ -727,6 +729,8 @@ class DataParallelTrainerMixin:
         if any_rank(error is not None, env):
             if error is not None:
                 raise error
+            if elsewhere is not None:
+                raise elsewhere()
             from libmtl_repmtl.training.checks import BatchDataError
 
             where = getattr(self, "_where", "a training step")
@@ -736,17 +740,13 @@ class DataParallelTrainerMixin:
 
     def check_losses(self, losses: Tensor, epoch: int, batch_index: int) -> None:
         """The trainer's check, agreed by every rank: a non-finite loss anywhere stops all of them."""
-        env = self.dist_env
-        if env.distributed:
-            here = not bool(torch.isfinite(losses.detach()).all())
-            if any_rank(here, env) and not here:
-                from libmtl_repmtl.core.objective import NonFiniteLossError
+        from libmtl_repmtl.core.objective import NonFiniteLossError
 
-                raise NonFiniteLossError(
-                    f"non-finite training loss on another rank at epoch {epoch}, batch {batch_index} (this rank's "
-                    "losses are finite): every rank stops. That rank's error shows the values; check the input "
-                    "data or lower the learning rate.")
-        super().check_losses(losses, epoch, batch_index)  # type: ignore[misc]
+        self._on_every_rank(super().check_losses, losses, epoch, batch_index,  # type: ignore[misc]
+                            elsewhere=lambda: NonFiniteLossError(
+                                f"non-finite training loss on another rank at epoch {epoch}, batch {batch_index} "
+                                "(this rank's losses are finite): every rank stops. That rank's error shows the "
+                                "values; check the input data or lower the learning rate."))
 
     def backward_and_step(self, losses: Tensor) -> Any:
         """With a GradScaler (float16): :func:`scaled_backward`, ``scaler.step`` and ``scaler.update``;
@@ -787,13 +787,11 @@ class DataParallelTrainerMixin:
             state["grad_scaler"] = self.grad_scaler.state_dict()
         return state
 
-    def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
-        """The trainer's ``load_checkpoint`` plus the GradScaler's state when the file has one."""
-        super().load_checkpoint(path)  # type: ignore[misc]
-        if self.grad_scaler is not None:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-            if state.get("grad_scaler"):
-                self.grad_scaler.load_state_dict(state["grad_scaler"])
+    def restore_checkpoint_state(self, state: Mapping[str, Any], path: str) -> None:
+        """The trainer's restore plus the GradScaler's state when the checkpoint has one."""
+        super().restore_checkpoint_state(state, path)  # type: ignore[misc]
+        if self.grad_scaler is not None and state.get("grad_scaler"):
+            self.grad_scaler.load_state_dict(state["grad_scaler"])
 
 
 __all__ = [

@@ -619,7 +619,15 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
         Raises:
             ValueError: the checkpoint belongs to another run (tasks, weighting or architecture differ).
         """
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.restore_checkpoint_state(torch.load(path, map_location=self.device, weights_only=False), str(path))
+
+    def restore_checkpoint_state(self, state: Mapping[str, Any], path: str) -> None:
+        """Restore a loaded :meth:`checkpoint_state` (``path``: where it came from, for messages); a subclass
+        that adds to the checkpoint restores its part here.
+
+        Raises:
+            ValueError: the checkpoint belongs to another run (tasks, weighting or architecture differ).
+        """
         mine = (self.task_name, self.weighting_class.__name__, self.architecture_class.__name__)
         theirs = (state.get("task_name"), state.get("weighting"), state.get("architecture"))
         if list(theirs[0] or []) != list(mine[0]) or theirs[1:] != mine[1:]:
@@ -643,7 +651,7 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
             n = min(bw.shape[1], self.batch_weight.shape[1])
             self.batch_weight[:, :n] = bw[:, :n]
         # The data order first: replaying batches may draw random numbers, which the RNG restore then undoes.
-        self.restore_data_order(state.get("data_order"), str(path))
+        self.restore_data_order(state.get("data_order"), path)
         restore_rng_state(state.get("rng") or {}, self.device)
         self.history = list(state.get("history") or [])
         self.best_epoch, self.best_score = state.get("best_epoch"), state.get("best_score")
