@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from libmtl_repmtl.training.resume import batches_per_pass
+
 #: PyTorch's default ``ignore_index`` of the cross-entropy / NLL losses.
 TORCH_IGNORE_INDEX = -100
 
@@ -132,17 +134,10 @@ def task_loss(loss: Any, pred: Any, gt: Any, where: str, task: str) -> Tensor:
             f"{exc}. Check the shape and dtype of the dataset's {task!r} targets.") from exc
 
 
-def _batches(loader: Any) -> int | None:
-    try:
-        return len(loader)
-    except TypeError:
-        return None
-
-
 def check_nonempty(loaders: Any, split: str, tasks: Sequence[str], multi_input: bool) -> None:
     """Raise :class:`BatchDataError` when the ``split`` loader (or a task's, multi-input) yields no batch."""
     items = [(t, loaders[t]) for t in tasks] if multi_input else [(None, loaders)]
-    empty = [t for t, ld in items if _batches(ld) == 0]
+    empty = [t for t, ld in items if batches_per_pass(ld) == 0]
     if empty:
         which = f" of task(s) {empty}" if multi_input else ""
         raise BatchDataError(f"the {split} data{which} yield no batch: the {split} split is empty (check the dataset "

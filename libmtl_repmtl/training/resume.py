@@ -88,7 +88,8 @@ def shuffle_generators(loader: Any) -> list[torch.Generator]:
     return out
 
 
-def _batches_per_pass(loader: Any) -> int | None:
+def batches_per_pass(loader: Any) -> int | None:
+    """``len(loader)``: the batches one pass yields; ``None`` for a loader without a length."""
     try:
         return int(len(loader))
     except TypeError:
@@ -177,7 +178,7 @@ class LoaderCursor:
         """Close the current iterator if it has served all its batches (``len(loader)``): one ``next`` that
         raises ``StopIteration`` without loading data, exactly the call the next ``next_batch`` would make. After
         it the cursor's state holds no position inside an iterator, so a resume needs no fast-forward."""
-        n = _batches_per_pass(self.loader)
+        n = batches_per_pass(self.loader)
         if self.iterator is None or self._peeked or n is None or self.consumed < n or not _is_map_style(self.loader):
             return
         try:
@@ -197,7 +198,7 @@ class LoaderCursor:
         """Where the cursor stands: ``batches`` (per pass), ``iterations``, ``consumed``, ``active`` (inside an
         iterator), ``generators`` (the shuffling generators' states now) and ``start`` (the generators' and
         global RNGs' states when the current iterator was started; ``None`` when not active)."""
-        return {"format": CURSOR_FORMAT, "name": self.name, "batches": _batches_per_pass(self.loader),
+        return {"format": CURSOR_FORMAT, "name": self.name, "batches": batches_per_pass(self.loader),
                 "iterations": self.iterations, "consumed": self.consumed, "active": self.iterator is not None,
                 "generators": [g.get_state() for g in shuffle_generators(self.loader)],
                 "start": self._start if self.iterator is not None else None}
@@ -212,7 +213,7 @@ class LoaderCursor:
                 generators (the data or the batch size changed since the checkpoint).
         """
         who = f"{self.name} " if self.name else ""
-        mine, theirs = _batches_per_pass(self.loader), state.get("batches")
+        mine, theirs = batches_per_pass(self.loader), state.get("batches")
         if mine is not None and theirs is not None and mine != theirs:
             raise ValueError(f"the {who}training loader gives {mine} batches per pass but the checkpoint's gave "
                              f"{theirs} batches: the training data or the batch size changed since the checkpoint; "
@@ -308,5 +309,5 @@ def restore_data_order(cursors: Sequence[LoaderCursor], state: Mapping[str, Any]
     return False
 
 
-__all__ = ["CURSOR_FORMAT", "LoaderCursor", "capture_rng_state", "cursors_of", "data_order_state", "next_batch",
-           "restore_data_order", "restore_rng_state", "shuffle_generators"]
+__all__ = ["CURSOR_FORMAT", "LoaderCursor", "batches_per_pass", "capture_rng_state", "cursors_of", "data_order_state",
+           "next_batch", "restore_data_order", "restore_rng_state", "shuffle_generators"]
