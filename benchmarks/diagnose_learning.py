@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from typing import Any
@@ -50,6 +49,7 @@ from libmtl_repmtl.core.csa import csa_loss
 from libmtl_repmtl.core.objective import regularised_objective, repmtl_backward
 from libmtl_repmtl.core.saliency import stack_saliencies, task_objectives, task_saliencies
 from libmtl_repmtl.core.tsr import tsr_loss
+from libmtl_repmtl.training.io import atomic_write_json
 
 TASKS = ("left", "right")
 KEYS = {"tsr": "lambda_tsr", "csa": "lambda_csa", "tau": "tau", "log": "log_loss"}
@@ -331,8 +331,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         print(f"| {r['name']} | {r['train_acc_last50'][0]:.3f} / {r['train_acc_last50'][1]:.3f} | "
               f"{r['val_acc'][0]:.3f} / {r['val_acc'][1]:.3f} |")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"argv": sys.argv, "results": results}, f, indent=1)
+        atomic_write_json(args.json, {"argv": sys.argv, "results": results})
     return results
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from libmtl_repmtl.bench.cpu_runner import run_cpu_experiment
 from libmtl_repmtl.bench.harness import delta_p
+from libmtl_repmtl.training.io import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = {"tsr": "RepMTL_lambda_tsr", "csa": "RepMTL_lambda_csa", "tau": "RepMTL_tau", "log": "RepMTL_log_loss"}
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     table = "\n".join(lines)
     print(table)
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "sweep.md").write_text(table + "\n")
+    atomic_write_text(Path(args.out) / "sweep.md", table + "\n")
     return 0
 
 
