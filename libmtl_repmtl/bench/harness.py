@@ -28,10 +28,8 @@ import inspect
 import io
 import json
 import math
-import os
 import re
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -40,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from libmtl_repmtl.training.io import atomic_write, atomic_write_text
 
 Runner = Callable[..., Mapping[str, Any]]
 
@@ -525,23 +525,6 @@ def render_csv(rows: Sequence[SummaryRow]) -> str:
     return buf.getvalue()
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temp file in the same folder, fsync, ``os.replace``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def plot_summary(rows: Sequence[SummaryRow], out: Path) -> list[Path]:
     """``delta_p.png`` (Δp_task per method, error bars = std over seeds; published as hollow markers) and
     ``delta_p_vs_time.png`` (Δp_task against seconds per epoch), written atomically."""
@@ -556,13 +539,8 @@ def plot_summary(rows: Sequence[SummaryRow], out: Path) -> list[Path]:
     written = []
 
     def save(fig: Any, name: str) -> None:
-        path = out / name
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".png", dir=out)
-        os.close(fd)
-        fig.savefig(tmp, dpi=110)
+        path = atomic_write(out / name, lambda f: fig.savefig(f, format="png", dpi=110))
         plt.close(fig)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
         written.append(path)
 
     fig, axes = plt.subplots(1, len(benchmarks), figsize=(5.5 * len(benchmarks), 4), squeeze=False)

@@ -1,7 +1,8 @@
 """Atomic file writes: a temporary file in the target folder, flushed and fsync'ed, then ``os.replace``.
 
 A reader (or a crash) never sees a half-written results file or checkpoint: the target either keeps its old
-contents or holds the complete new ones.
+contents or holds the complete new ones. The module does not import torch itself (only
+:func:`atomic_torch_save` needs it), so tools that write text results stay light.
 """
 
 from __future__ import annotations
@@ -9,12 +10,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
-
-import torch
 
 
 def _default_mode() -> int:
@@ -81,7 +81,8 @@ def to_jsonable(obj: Any) -> Any:
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple, set, frozenset)):
         return [to_jsonable(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
+    torch = sys.modules.get("torch")  # a torch object exists only where torch was imported
+    if torch is not None and isinstance(obj, torch.Tensor):
         return to_jsonable(obj.detach().cpu().tolist())
     if hasattr(obj, "tolist") and callable(obj.tolist):  # numpy arrays and scalars
         return to_jsonable(obj.tolist())
@@ -89,7 +90,7 @@ def to_jsonable(obj: Any) -> Any:
         return obj
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
-    if isinstance(obj, (os.PathLike, torch.device, torch.dtype)):
+    if isinstance(obj, os.PathLike) or (torch is not None and isinstance(obj, (torch.device, torch.dtype))):
         return str(obj)
     if isinstance(obj, type):
         return obj.__name__
@@ -104,6 +105,8 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any, indent: int | None
 
 def atomic_torch_save(path: str | os.PathLike[str], obj: Any) -> Path:
     """Atomically ``torch.save`` ``obj`` to ``path``."""
+    import torch
+
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 
