@@ -19,6 +19,7 @@ from libmtl_repmtl.training.device import resolve_device
 from libmtl_repmtl.training.io import atomic_write_json, atomic_write_text
 from libmtl_repmtl.training.progress import Progress
 from libmtl_repmtl.training.registry import BenchmarkSpec, get_benchmark, register_benchmark
+from libmtl_repmtl.training.results import read_results
 from libmtl_repmtl.training.trainer import STOP_ENV, MTLTrainer, NonFiniteLossError, resolve_weighting
 from tests._models import PooledLinearHead, TinyConvEncoder, acc_ce_task_dict
 
@@ -140,6 +141,7 @@ def test_ew_single_input_results_and_checkpoints(tmp_path):
         assert key in res, key
     assert res["status"] == "complete" and res["epochs_done"] == 2 and res["complete"]
     assert json.loads((tmp_path / "results.json").read_text()) == json.loads(json.dumps(res))
+    assert read_results(tmp_path / "results.json").to_dict() == json.loads(json.dumps(res))  # the contract
     ep = res["epochs"][0]
     assert set(ep["test"]) == set(TASKS) and "Acc" in ep["test"]["a"] and "val" in ep and "train_loss" in ep
     assert ep["delta_p"]["test"]["task"] is not None and ep["delta_p"]["val"]["task"] is not None

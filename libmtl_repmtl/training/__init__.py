@@ -5,6 +5,8 @@
 * :class:`ParallelMTLTrainer` -- the same with torchrun/DDP and mixed precision (``docs/distributed.md``).
 * :mod:`~libmtl_repmtl.training.registry` -- :class:`BenchmarkSpec`, :func:`register_benchmark`,
   :func:`get_benchmark`.
+* :mod:`~libmtl_repmtl.training.results` -- the ``results.json`` contract (:class:`RunResults`,
+  :func:`read_results`, :class:`ResultsFileError`).
 * :func:`resolve_device`, and atomic writers in :mod:`~libmtl_repmtl.training.io`.
 * :mod:`~libmtl_repmtl.training.resume` (exact resume: RNG states, data order) and
   :mod:`~libmtl_repmtl.training.checks` (:class:`BatchDataError` for unusable batches).
@@ -30,6 +32,9 @@ _LAZY = {
     "resolve_device": "libmtl_repmtl.training.device",
     "BatchDataError": "libmtl_repmtl.training.checks",
     "RunFileWriteError": "libmtl_repmtl.training.io",
+    "RunResults": "libmtl_repmtl.training.results",
+    "ResultsFileError": "libmtl_repmtl.training.results",
+    "read_results": "libmtl_repmtl.training.results",
 }
 
 

@@ -16,8 +16,8 @@ The loop, with the hooks a subclass (DDP, AMP, exact resume) overrides::
           evaluate(loaders, epoch, mode)     # 'val' (if any), 'test'
           end_epoch(epoch, record)           # Δp, best epoch, results.json, best.pt / last.pt, scheduler
 
-Files under ``save_path`` (all written atomically): ``results.json`` after every epoch (schema in
-:meth:`MTLTrainer.results`), ``last.pt`` after every epoch, ``best.pt`` when the best epoch improves
+Files under ``save_path`` (all written atomically): ``results.json`` after every epoch (the contract in
+:mod:`~libmtl_repmtl.training.results`), ``last.pt`` after every epoch, ``best.pt`` when the best epoch improves
 (contents in :meth:`MTLTrainer.checkpoint_state`). A write that fails (full disk) raises
 :class:`~libmtl_repmtl.training.io.RunFileWriteError` naming the file and the epoch.
 
@@ -54,6 +54,7 @@ from libmtl_repmtl.training.deltap import partial_delta_p
 from libmtl_repmtl.training.device import resolve_device
 from libmtl_repmtl.training.io import atomic_torch_save, atomic_write_json, to_jsonable, write_run_file
 from libmtl_repmtl.training.progress import Progress
+from libmtl_repmtl.training.results import Baseline, DeltaP, EpochRecord, RunResults
 from libmtl_repmtl.training.resume import (
     LoaderCursor,
     capture_rng_state,
@@ -67,9 +68,6 @@ from libmtl_repmtl.training.resume import (
 # LibMTL submodules, imported after the compatibility layer (bases) has run.
 _PerformanceMeter = importlib.import_module("LibMTL._record")._PerformanceMeter
 count_parameters = importlib.import_module("LibMTL.utils").count_parameters
-
-#: Results file format tag.
-RESULTS_FORMAT = "libmtl_repmtl.results/1"
 
 #: Test hook: after this many completed epochs, the trainer raises ``KeyboardInterrupt`` (simulates a kill).
 STOP_ENV = "LIBMTL_REPMTL_STOP_AFTER_EPOCHS"
@@ -681,64 +679,31 @@ class MTLTrainer(LibMTL.Trainer):  # type: ignore[misc, name-defined]
         raise KeyError(epoch)
 
     def results(self) -> dict[str, Any]:
-        """The results dict written to ``results.json``.
+        """The results dict written to ``results.json``: :meth:`run_results` as a dict (the contract and its
+        keys: :mod:`~libmtl_repmtl.training.results`)."""
+        return self.run_results().to_dict()
 
-        Keys: ``format``, ``status`` (``running`` / ``complete`` / ``interrupted`` / ``failed``), ``complete``,
-        ``error``, ``config`` (every option of the run), ``benchmark``, ``weighting``, ``arch``, ``tasks``,
-        ``device``, ``metric_names`` (task -> names), ``higher_better`` (task -> metric -> bool),
-        ``baseline`` (``source`` and task -> metric -> value), ``epochs`` (per epoch: ``epoch``, ``train_loss``,
-        ``train``, ``val_loss``/``val`` (with a val split), ``test_loss``, ``test`` (task -> metric -> value),
-        ``delta_p`` (split -> ``task``/``metric``), ``train_seconds``, ``val_seconds``, ``test_seconds``, ``lr``,
-        ``task_weights``, ``peak_memory_mb``, ``repmtl`` (epoch means of ``model.repmtl_stats``)),
-        ``epochs_done``, ``epochs_total``, ``best_epoch``, ``best_epoch_selection``, ``last_epoch``,
-        ``test_at_best``, ``test_at_last``, ``delta_p_task`` / ``delta_p_metric`` (test, best epoch),
-        ``delta_p_task_last`` / ``delta_p_metric_last``, ``delta_p`` (``best`` / ``last`` -> ``task``/``metric``),
-        ``seconds_per_epoch`` (mean training seconds), ``seconds_per_epoch_total`` (with evaluation),
-        ``peak_memory_mb`` and ``peak_memory_kind``, ``repmtl`` (last epoch's RepMTL diagnostics or absent).
-        """
-        epochs = [self.history_entry(r["epoch"]) for r in self.history]
+    def run_results(self) -> RunResults:
+        """The run's results so far as the typed contract (:class:`~libmtl_repmtl.training.results.RunResults`)."""
+        epochs = [_epoch_record(self.history_entry(r["epoch"])) for r in self.history]
         names = {t: list(self.task_dict[t]["metrics"]) for t in self.task_name}
         higher = self._higher_flags()
-        has_val = any("val" in e for e in epochs)
-        out: dict[str, Any] = {
-            "format": RESULTS_FORMAT, "status": self.status, "complete": self.status == "complete",
-            "error": self.error, "config": self.config,
-            "benchmark": self.config.get("benchmark"), "weighting": self.weighting_class.__name__,
-            "arch": self.architecture_class.__name__, "tasks": self.task_name, "device": str(self.device),
-            "metric_names": names,
-            "higher_better": {t: dict(zip(names[t], higher[t])) for t in self.task_name},
-            "baseline": {"source": self.baseline_source,
-                         "values": ({t: dict(zip(names[t], v)) for t, v in self.baseline.items() if t in names}
-                                    if self.baseline else None)},
-            "epochs": epochs, "epochs_done": len(epochs), "epochs_total": self.epochs_total,
-            "best_epoch": self.best_epoch,
-            "best_epoch_selection": (
+        has_val = any(e.val is not None for e in epochs)
+        return RunResults(
+            status=self.status, error=self.error, config=self.config, benchmark=self.config.get("benchmark"),
+            weighting=self.weighting_class.__name__, arch=self.architecture_class.__name__,
+            tasks=list(self.task_name), device=str(self.device), metric_names=names,
+            higher_better={t: dict(zip(names[t], higher[t])) for t in self.task_name},
+            baseline=Baseline(self.baseline_source,
+                              {t: dict(zip(names[t], v)) for t, v in self.baseline.items() if t in names}
+                              if self.baseline else None),
+            epochs=epochs, epochs_total=self.epochs_total, best_epoch=self.best_epoch,
+            best_epoch_selection=(
                 "val: best validation " + ("Δp_task vs the baseline" if self.baseline else
                                            "mean relative improvement over epoch 0") + "; test reported there"
                 if has_val else
                 "no val split: best on test (optimistic) and last epoch reported"),
-            "last_epoch": epochs[-1]["epoch"] if epochs else None,
-        }
-        if epochs:
-            best = self.history_entry(self.best_epoch) if self.best_epoch is not None else epochs[-1]
-            last = epochs[-1]
-            out["test_at_best"], out["test_at_last"] = best["test"], last["test"]
-            dpb, dpl = best.get("delta_p", {}).get("test", {}), last.get("delta_p", {}).get("test", {})
-            out["delta_p_task"], out["delta_p_metric"] = dpb.get("task"), dpb.get("metric")
-            out["delta_p_task_last"], out["delta_p_metric_last"] = dpl.get("task"), dpl.get("metric")
-            out["delta_p"] = {"best": dpb or None, "last": dpl or None}
-            out["seconds_per_epoch"] = float(np.mean([e["train_seconds"] for e in epochs]))
-            out["seconds_per_epoch_total"] = float(np.mean(
-                [e["train_seconds"] + e.get("val_seconds", 0.0) + e.get("test_seconds", 0.0) for e in epochs]))
-            if "repmtl" in last:
-                out["repmtl"] = last["repmtl"]
-        else:
-            out.update(test_at_best=None, test_at_last=None, delta_p_task=None, delta_p_metric=None,
-                       delta_p_task_last=None, delta_p_metric_last=None, delta_p={"best": None, "last": None},
-                       seconds_per_epoch=None, seconds_per_epoch_total=None)
-        out["peak_memory_mb"] = self.peak_memory_mb()
-        out["peak_memory_kind"] = self.peak_memory_kind()
-        return out
+            peak_memory_mb=self.peak_memory_mb(), peak_memory_kind=self.peak_memory_kind())
 
     def write_results(self) -> dict[str, Any]:
         """Write ``save_path/results.json`` atomically; returns the results dict."""
@@ -789,6 +754,13 @@ def _prep_sizes(loaders: Any, tasks: Sequence[str]) -> list[int]:
 
 def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{v:+.2f}%"
+
+
+def _epoch_record(entry: Mapping[str, Any]) -> EpochRecord:
+    """An epoch's public history entry as the results contract's record."""
+    fields = dict(entry)
+    fields["delta_p"] = {s: DeltaP(v["task"], v["metric"]) for s, v in fields["delta_p"].items()}
+    return EpochRecord(**fields)
 
 
 def _is_plain(v: Any) -> bool:
