@@ -42,14 +42,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from libmtl_repmtl.bench.cpu_models import MultiMNISTEncoder, multimnist_heads
-from libmtl_repmtl.bench.cpu_suite import CPU_BENCHMARKS
+from libmtl_repmtl.benchmarks import get
 from libmtl_repmtl.core.config import RepMTLConfig
 from libmtl_repmtl.core.csa import csa_loss
 from libmtl_repmtl.core.objective import regularised_objective, repmtl_backward
 from libmtl_repmtl.core.saliency import stack_saliencies, task_objectives, task_saliencies
 from libmtl_repmtl.core.tsr import tsr_loss
+from libmtl_repmtl.models.small import MultiMNISTEncoder, multimnist_heads
+from libmtl_repmtl.training.experiment import weight_args_for
 from libmtl_repmtl.training.io import atomic_write_json
+from libmtl_repmtl.training.trainer import resolve_architecture, resolve_weighting
 
 TASKS = ("left", "right")
 KEYS = {"tsr": "lambda_tsr", "csa": "lambda_csa", "tau": "tau", "log": "log_loss"}
@@ -229,10 +231,15 @@ def diagnose(cfg: RepMTLConfig, losses: torch.Tensor, z: torch.Tensor, copies: l
     return rec
 
 
+def _options(batch_size: int, seed: int, **sizes: int) -> dict[str, Any]:
+    """The MultiMNIST benchmark's loader options: its defaults with this batch size, seed and data sizes."""
+    return {**get("multimnist").defaults, "train_bs": batch_size, "test_bs": batch_size, "seed": seed, **sizes}
+
+
 def checks(seed: int = 0, batch_size: int = 64) -> dict[str, Any]:
     """Two sanity checks on one training batch of the real benchmark, at initialisation.
 
-    * ``wiring``: the gradient the CPU runner's model (``RepHPS`` + the ``RepMTL`` weighting, LibMTL's
+    * ``wiring``: the gradient the harness's model (``RepHPS`` + the ``RepMTL`` weighting, LibMTL's
       ``model.backward(losses, **weight_args)``) accumulates, against ``repmtl_backward`` on the same batch and
       weights: the largest relative difference over the parameter tensors.
     * ``fp32_vs_fp64``: the relative difference between the float32 and float64 parameter gradients of the
@@ -240,21 +247,22 @@ def checks(seed: int = 0, batch_size: int = 64) -> dict[str, Any]:
     """
     import copy
 
-    from libmtl_repmtl.bench.cpu_runner import _arch_class, _weight_args, _weighting_class
-
     torch.manual_seed(seed)
-    bench = CPU_BENCHMARKS["multimnist"]
+    bench = get("multimnist")
     tasks = list(bench.tasks)
-    x, y = next(iter(bench.dataloaders(tasks, batch_size, seed=seed)["train"]))
+    opts = _options(batch_size, seed)
+    x, y = next(iter(bench.dataloaders(tasks, opts)["train"]))
+    weighting = resolve_weighting("RepMTL")
 
-    class Model(_arch_class("RepHPS"), _weighting_class("RepMTL")):  # type: ignore[misc]
+    class Model(resolve_architecture("RepHPS"), weighting):  # type: ignore[misc]
         def __init__(self) -> None:
-            super().__init__(tasks, bench.encoder_class(), bench.decoders(tasks), False, False, torch.device("cpu"))
+            super().__init__(tasks, bench.encoder_class(opts), bench.decoders(tasks, opts), False, False,
+                             torch.device("cpu"))
             self.init_param()
 
     model = Model()
     preds = model(x)
-    model.backward(torch.stack([F.cross_entropy(preds[t], y[t]) for t in tasks]), **_weight_args("RepMTL", None))
+    model.backward(torch.stack([F.cross_entropy(preds[t], y[t]) for t in tasks]), **weight_args_for(weighting))
     via_weighting = [p.grad.clone() for p in model.parameters()]
 
     def direct(enc: torch.nn.Module, heads: torch.nn.ModuleDict, dtype: torch.dtype,
@@ -322,8 +330,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     results = []
     for text in args.settings:
         # fresh loaders per setting: every setting sees the same batches in the same order
-        data = CPU_BENCHMARKS["multimnist"].dataloaders(batch_size=args.batch_size, seed=args.seed,
-                                                        n_train=args.n_train, n_val=args.n_val, n_test=args.n_val)
+        data = get("multimnist").dataloaders(TASKS, _options(args.batch_size, args.seed, n_train=args.n_train,
+                                                              n_val=args.n_val, n_test=args.n_val))
         results.append(run(*parse_setting(text), args, data))
     print("\n| setting | train acc left/right (last 50 steps) | val acc left/right |")
     print("|---|---|---|")

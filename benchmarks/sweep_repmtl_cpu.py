@@ -1,7 +1,7 @@
 """Full-length CPU-suite runs of RepMTL under a few hyper-parameter settings (not the whole suite).
 
-Each setting trains the CPU suite's model through the stand-alone runner (``bench.cpu_runner``: same data,
-model, optimiser, epochs and model selection as ``--suite cpu``) on the chosen benchmarks and seeds, and
+Each setting trains the CPU suite's model through the trainer (``run_experiment``: same data, model,
+optimiser, epochs and model selection as ``--suite cpu``) on the chosen benchmarks and seeds, and
 reports the test accuracy at the best validation epoch and Δp_task against the committed STL means of
 ``benchmarks/results/cpu/summary.csv``.
 
@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from libmtl_repmtl.bench.cpu_runner import run_cpu_experiment
-from libmtl_repmtl.bench.harness import delta_p
+from libmtl_repmtl.harness.report import delta_p
+from libmtl_repmtl.harness.runs import is_complete
+from libmtl_repmtl.training.experiment import run_experiment
 from libmtl_repmtl.training.io import atomic_write_text
+from libmtl_repmtl.training.results import read_results
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = {"tsr": "RepMTL_lambda_tsr", "csa": "RepMTL_lambda_csa", "tau": "RepMTL_tau", "log": "RepMTL_log_loss"}
@@ -72,20 +73,18 @@ def main(argv: list[str] | None = None) -> int:
             accs, dps, losses = [], [], []
             for seed in args.seeds:
                 run_dir = Path(args.out) / bench / name / f"seed{seed}"
-                done = run_dir / "results.json"
-                res = json.loads(done.read_text()) if done.exists() else {}
-                if not res.get("complete"):
-                    res = run_cpu_experiment(bench, "RepMTL", "RepHPS", None, str(run_dir), seed=seed,
-                                             epochs=args.epochs, weight_args=wargs, save_checkpoint=False,
-                                             **options)
-                test = res["test_at_best"]
-                accs.append([test[t]["Acc"] for t in res["tasks"]])
-                dps.append(delta_p(test, stl[bench], res["higher_better"])[0])
-                losses.append(float(np.mean(list(res["epochs"][-1]["train_loss"].values()))))
+                if not is_complete(run_dir, args.epochs):
+                    run_experiment(bench, "RepMTL", "RepHPS", None, str(run_dir), seed=seed, epochs=args.epochs,
+                                   weight_args=wargs, device="cpu", verbose=False, **options)
+                res = read_results(run_dir / "results.json")
+                test = res.test_at_best
+                accs.append([test[t]["Acc"] for t in res.tasks])
+                dps.append(delta_p(test, stl[bench], res.higher_better)[0])
+                losses.append(float(np.mean(list(res.epochs[-1].train_loss.values()))))
                 print(f"{name} {bench} seed {seed}: acc {[round(a, 4) for a in accs[-1]]} "
                       f"Δp_task {dps[-1]:+.2f} final train loss {losses[-1]:.3f}", flush=True)
             a = np.array(accs)
-            rows.append((name, bench, wargs, res["tasks"], a.mean(0), a.std(0), np.mean(dps), np.std(dps),
+            rows.append((name, bench, wargs, res.tasks, a.mean(0), a.std(0), np.mean(dps), np.std(dps),
                          np.mean(losses)))
     lines = ["| setting | weight args | benchmark | test acc per task (mean ± std) | Δp_task (%) | "
              "final train loss |", "|---|---|---|---|---|---|"]

@@ -11,13 +11,15 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from libmtl_repmtl import __version__
+
 #: command -> ("module:function", help). The function is ``f(argv: list[str]) -> int | None``.
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("libmtl_repmtl.libmtl.runner:main", "run a LibMTL script with the plugins registered"),
     "list": ("libmtl_repmtl.libmtl.runner:list_main", "list the available weightings and architectures"),
-    "bench": ("libmtl_repmtl.bench.harness:main", "benchmark grid (methods x seeds), tables and plots"),
-    "alpha": ("libmtl_repmtl.bench.powerlaw:main", "power-law alpha of weight spectra"),
-    "saliency": ("libmtl_repmtl.bench.saliency_maps:main", "task-saliency pictures of a checkpoint"),
+    "bench": ("libmtl_repmtl.harness.cli:main", "benchmark grid (methods x seeds), tables and plots"),
+    "alpha": ("libmtl_repmtl.analysis.powerlaw:main", "power-law alpha of weight spectra"),
+    "saliency": ("libmtl_repmtl.analysis.saliency_maps:main", "task-saliency pictures of a checkpoint"),
 }
 
 
@@ -37,8 +39,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(usage())
         return 0 if args else 2
     if args[0] == "--version":
-        from libmtl_repmtl import __version__
-
         print(f"libmtl-repmtl {__version__}")
         return 0
     if args[0] not in COMMANDS:

@@ -7,20 +7,36 @@ import math
 
 import pytest
 
-from libmtl_repmtl.tasks.specs import higher_better, metric_names
-from libmtl_repmtl.training.deltap import (
-    BASELINES,
-    PUBLISHED_DELTA_P_METRIC,
-    PUBLISHED_DELTA_P_TASK,
-    PUBLISHED_METRICS,
-    SPEC_BASELINES_PRINTED,
-    DeltaP,
-    builtin_baseline,
-    delta_p,
-    load_baseline,
-    printed_to_metric_units,
-    validate_baseline,
-)
+from libmtl_repmtl.benchmarks import get
+from libmtl_repmtl.training.deltap import DeltaP, delta_p, load_baseline, validate_baseline
+
+PAPER = ("nyuv2", "cityscapes", "office-31", "office-home")
+#: The benchmarks' own tables (each module of libmtl_repmtl.benchmarks holds its baseline and published rows).
+BASELINES = {b: get(b).baseline.values for b in PAPER}
+SPEC_BASELINES_PRINTED = {b: get(b).baseline.printed for b in PAPER}
+PUBLISHED_DELTA_P_TASK = {b: get(b).published.delta_p_task for b in PAPER}
+PUBLISHED_DELTA_P_METRIC = {b: get(b).published.delta_p_metric for b in PAPER}
+PUBLISHED_METRICS = {b: get(b).published.metrics for b in PAPER}
+
+
+def higher_better(benchmark):
+    return get(benchmark).higher_better()
+
+
+def metric_names(benchmark):
+    return get(benchmark).metric_names()
+
+
+def printed_to_metric_units(benchmark, row):
+    return get(benchmark).baseline.to_metric_units(row)
+
+
+def builtin_baseline(benchmark):
+    baseline = get(benchmark).baseline
+    if baseline is None:
+        raise ValueError(f"{benchmark} has no built-in baseline")
+    return baseline.values
+
 
 NYU_EW = {"segmentation": [53.93, 75.53], "depth": [0.3825, 0.1577], "normal": [23.57, 17.01, 35.04, 60.99, 72.05]}
 

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from libmtl_repmtl.benchmarks import Benchmark, register
 from libmtl_repmtl.data.dense import DatasetFormatError
 from libmtl_repmtl.libmtl.bases import AbsLoss, LibMTL
 from libmtl_repmtl.tasks.losses import DepthLoss
@@ -33,7 +34,6 @@ from libmtl_repmtl.training import io as tio
 from libmtl_repmtl.training import run_experiment
 from libmtl_repmtl.training.checks import BatchDataError
 from libmtl_repmtl.training.io import RunFileWriteError
-from libmtl_repmtl.training.registry import BenchmarkSpec, register_benchmark
 from libmtl_repmtl.training.trainer import STOP_ENV, MTLTrainer, NonFiniteLossError
 from tests._models import PooledLinearHead, TinyConvEncoder
 
@@ -107,7 +107,7 @@ def _loaders(tasks, opts):
             "val": DataLoader(ds["val"], batch_size=4), "test": DataLoader(ds["test"], batch_size=4)}
 
 
-register_benchmark(BenchmarkSpec(
+register(Benchmark(
     name="hostile", tasks=TASKS, multi_input=False, has_val=True, task_dict=_task_dict, dataloaders=_loaders,
     encoder_class=lambda o: _Enc,
     decoders=lambda tasks, o: nn.ModuleDict({"cls": _ClsHead(), "depth": nn.Conv2d(4, 1, 1)}),

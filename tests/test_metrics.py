@@ -8,8 +8,28 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from libmtl_repmtl.benchmarks import get
 from libmtl_repmtl.tasks.metrics import AccMetric, DepthMetric, NormalMetric, SegMetric
-from libmtl_repmtl.tasks.specs import HIGHER_BETTER, METRIC_NAMES, task_dict
+
+#: The spec's task -> metric names (score order) and higher-is-better flags of the paper's benchmarks.
+METRIC_NAMES = {
+    "nyuv2": {"segmentation": ["mIoU", "pixAcc"], "depth": ["abs_err", "rel_err"],
+              "normal": ["mean", "median", "<11.25", "<22.5", "<30"]},
+    "cityscapes": {"segmentation": ["mIoU", "pixAcc"], "depth": ["abs_err", "rel_err"]},
+    "office-31": {d: ["Acc"] for d in ("amazon", "dslr", "webcam")},
+    "office-home": {d: ["Acc"] for d in ("Art", "Clipart", "Product", "Real_World")},
+}
+HIGHER_BETTER = {
+    "nyuv2": {"segmentation": [1, 1], "depth": [0, 0], "normal": [0, 0, 1, 1, 1]},
+    "cityscapes": {"segmentation": [1, 1], "depth": [0, 0]},
+    "office-31": {d: [1] for d in METRIC_NAMES["office-31"]},
+    "office-home": {d: [1] for d in METRIC_NAMES["office-home"]},
+}
+
+
+def task_dict(benchmark):
+    """The registered benchmark's LibMTL task dict of all its tasks."""
+    return get(benchmark).full_task_dict()
 
 
 def _logits(labels: torch.Tensor, classes: int) -> torch.Tensor:

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from libmtl_repmtl.benchmarks.dense import dense_process_preds
 from libmtl_repmtl.models import (
     DilatedResNetEncoder,
     OfficeEncoder,
@@ -15,7 +16,6 @@ from libmtl_repmtl.models import (
     linear_heads,
     office_encoder_factory,
 )
-from libmtl_repmtl.training.registry import dense_process_preds
 
 
 def test_tiny_dense_encoder_output_stride_8():

@@ -20,7 +20,7 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from libmtl_repmtl.training.registry import BenchmarkSpec, benchmark_names, get_benchmark, register_benchmark
+from libmtl_repmtl.benchmarks import Baseline, Benchmark, get, names, register
 from tests._models import PooledLinearHead, TinyConvEncoder, acc_ce_task_dict
 
 TASKS = ("a", "b")
@@ -72,11 +72,12 @@ def _loaders(tasks, opts):
             "test": DataLoader(_Data(7, 2), batch_size=3)}
 
 
-if BENCH not in benchmark_names():
-    register_benchmark(BenchmarkSpec(
+if BENCH not in names():
+    register(Benchmark(
         name=BENCH, tasks=TASKS, multi_input=False, has_val=True, task_dict=_task_dict, dataloaders=_loaders,
         encoder_class=lambda o: _Enc, decoders=lambda tasks, o: nn.ModuleDict({t: _Head() for t in tasks}),
-        defaults={"epochs": 2, "train_bs": 4, "lr": 1e-2}, baseline={"a": [0.5], "b": [0.5]}))
+        defaults={"epochs": 2, "train_bs": 4, "lr": 1e-2},
+        baseline=Baseline.in_metric_units({"a": [0.5], "b": [0.5]})))
 
 #: (name, weighting, arch, run_experiment keyword arguments)
 CASES = [
@@ -176,7 +177,7 @@ def _single_process_scores(save: Path, weighting: str, arch: str) -> dict[str, A
     from libmtl_repmtl.training.experiment import arch_args_for, resolve_architecture
     from libmtl_repmtl.training.trainer import MTLTrainer
 
-    spec = get_benchmark(BENCH)
+    spec = get(BENCH)
     opts = {**spec.defaults, "seed": 0}
     trainer = MTLTrainer(spec.task_dict(TASKS, opts), weighting, arch, _Enc,
                          spec.decoders(TASKS, opts), False, False, {"optim": "adam"}, None, None,
@@ -371,7 +372,7 @@ def test_float16_grad_scaler_path_trains_and_checkpoints_the_scaler(tmp_path):
     from libmtl_repmtl.training.amp import AmpConfig
     from libmtl_repmtl.training.experiment import ParallelMTLTrainer, arch_args_for, resolve_architecture
 
-    spec = get_benchmark(BENCH)
+    spec = get(BENCH)
     opts = {**spec.defaults, "seed": 0}
 
     def build() -> ParallelMTLTrainer:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from libmtl_repmtl.bench.powerlaw import alpha_report, esd, fit_power_law, layer_alpha, main, module_group
+from libmtl_repmtl.analysis.powerlaw import alpha_report, esd, fit_power_law, layer_alpha, main, module_group
 
 
 def pareto(alpha: float, n: int, xmin: float, rng: np.random.Generator) -> np.ndarray:

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from libmtl_repmtl.benchmarks import Baseline, Benchmark, register
 from libmtl_repmtl.training import run_experiment
-from libmtl_repmtl.training.registry import BenchmarkSpec, register_benchmark
 from libmtl_repmtl.training.resume import LoaderCursor
 from libmtl_repmtl.training.trainer import STOP_ENV
 from tests._models import PooledLinearHead, TinyConvEncoder, acc_ce_task_dict
@@ -137,11 +137,12 @@ def _multi_loaders(tasks, opts):
     return out
 
 
-register_benchmark(BenchmarkSpec(
+register(Benchmark(
     name="resume-multi", tasks=TASKS, multi_input=True, has_val=True, task_dict=_task_dict,
     dataloaders=_multi_loaders, encoder_class=lambda o: _Enc,
     decoders=lambda tasks, o: nn.ModuleDict({t: _Head() for t in tasks}),
-    defaults={"epochs": 4, "train_bs": 4, "lr": 1e-2}, baseline={"a": [0.5], "b": [0.5]}))
+    defaults={"epochs": 4, "train_bs": 4, "lr": 1e-2},
+    baseline=Baseline.in_metric_units({"a": [0.5], "b": [0.5]})))
 
 
 @pytest.mark.parametrize("weighting,arch,stop_after", [("RepMTL", "RepHPS", 1), ("DWA", "HPS", 2)])

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from libmtl_repmtl.bench.cpu_models import MultiMNISTEncoder, multimnist_heads
-from libmtl_repmtl.bench.saliency_maps import compute_saliency_maps, main, save_saliency_grid
+from libmtl_repmtl.analysis.saliency_maps import compute_saliency_maps, main, save_saliency_grid
+from libmtl_repmtl.models.small import MultiMNISTEncoder, multimnist_heads
 
 
 class HalfHead(nn.Module):

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-import libmtl_repmtl.bench.cpu_suite as cpu_suite
+import libmtl_repmtl.benchmarks.small_data as small_data
 import libmtl_repmtl.data.multimnist as mm
 from libmtl_repmtl.core import csa_loss, tsr_loss
 
@@ -65,10 +65,10 @@ def tiny_digits(monkeypatch):
     rng = np.random.default_rng(0)
     fake = ((rng.random((200, 28, 28)) > 0.8).astype(np.float32), np.repeat(np.arange(10), 20))
     monkeypatch.setattr(mm, "load_mnist_digits", lambda: fake)
-    cpu_suite._CACHE.clear()
+    small_data._CACHE.clear()
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     yield
-    cpu_suite._CACHE.clear()
+    small_data._CACHE.clear()
     for name in ("diagnose_learning", "sweep_repmtl_cpu"):
         sys.modules.pop(name, None)
 
@@ -104,7 +104,7 @@ def test_sweep_runs_and_resumes(tiny_digits, tmp_path, capsys):
             "batch_size=16"]
     assert sweep_repmtl_cpu.main(argv) == 0
     res = json.loads((tmp_path / "multimnist" / "lam0.1" / "seed0" / "results.json").read_text())
-    assert res["complete"] and res["weight_args"]["RepMTL_lambda_tsr"] == 0.1
+    assert res["complete"] and res["config"]["weight_args"]["RepMTL_lambda_tsr"] == 0.1
     table = (tmp_path / "sweep.md").read_text()
     assert "| lam0.1 | lambda_tsr=0.1, lambda_csa=0.1 | multimnist |" in table
     capsys.readouterr()

@@ -12,13 +12,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from libmtl_repmtl.benchmarks import Baseline, Benchmark, get, register
 from libmtl_repmtl.libmtl.bases import LibMTL
 from libmtl_repmtl.training import run_experiment
 from libmtl_repmtl.training.checks import BatchDataError
 from libmtl_repmtl.training.device import resolve_device
 from libmtl_repmtl.training.io import atomic_write_json, atomic_write_text
 from libmtl_repmtl.training.progress import Progress
-from libmtl_repmtl.training.registry import BenchmarkSpec, get_benchmark, register_benchmark
 from libmtl_repmtl.training.results import read_results
 from libmtl_repmtl.training.trainer import STOP_ENV, MTLTrainer, NonFiniteLossError, resolve_weighting
 from tests._models import PooledLinearHead, TinyConvEncoder, acc_ce_task_dict
@@ -77,11 +77,12 @@ def _loaders(multi: bool, has_val: bool):
 
 
 for _name, _multi, _val in (("toy", False, True), ("toy-multi", True, True), ("toy-noval", False, False)):
-    register_benchmark(BenchmarkSpec(
+    register(Benchmark(
         name=_name, tasks=TASKS, multi_input=_multi, has_val=_val, task_dict=_task_dict,
         dataloaders=_loaders(_multi, _val), encoder_class=lambda o: _Enc,
         decoders=lambda tasks, o: nn.ModuleDict({t: _Head() for t in tasks}),
-        defaults={"epochs": 2, "train_bs": 4, "lr": 1e-3}, baseline={"a": [0.5], "b": [0.5]}))
+        defaults={"epochs": 2, "train_bs": 4, "lr": 1e-3},
+        baseline=Baseline.in_metric_units({"a": [0.5], "b": [0.5]})))
 
 
 def _run(tmp_path, benchmark="toy", weighting="EW", arch="HPS", **kw):
@@ -244,9 +245,9 @@ def test_names_and_registry_errors():
     with pytest.raises(ValueError, match="unknown weighting 'Nope'.*EW"):
         resolve_weighting("Nope")
     with pytest.raises(KeyError, match="registered"):
-        get_benchmark("imagenet-mtl")
-    assert get_benchmark("Office_31").name == "office-31"
-    assert get_benchmark("nyuv2").tasks == ("segmentation", "depth", "normal")
+        get("imagenet-mtl")
+    assert get("Office_31").name == "office-31"
+    assert get("nyuv2").tasks == ("segmentation", "depth", "normal")
 
 
 def test_trainer_is_a_libmtl_trainer_with_explicit_device():

@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from libmtl_repmtl.data.office import OFFICE_DOMAINS, OFFICE_NUM_CLASSES, find_list_file, read_split_list
+
 KINDS: tuple[str, ...] = ("nyuv2", "cityscapes", "office-31", "office-home")
 _DENSE = {"nyuv2": {"classes": 13, "size": (32, 48), "normal": True, "depth": (0.5, 5.0)},
           "cityscapes": {"classes": 7, "size": (32, 64), "normal": False, "depth": (0.02, 0.3)}}
@@ -140,7 +142,6 @@ def _generate_office(kind: str, out: Path, size: int, test_size: int, seed: int,
                      image_side: int) -> None:
     from PIL import Image
 
-    from libmtl_repmtl.data.office import OFFICE_DOMAINS, OFFICE_NUM_CLASSES, find_list_file, read_split_list
 
     if not 1 <= classes <= OFFICE_NUM_CLASSES[kind]:
         raise ValueError(f"classes must be in [1, {OFFICE_NUM_CLASSES[kind]}], got {classes}")

@@ -6,7 +6,7 @@ Dense benchmarks (NYUv2, Cityscapes):
   True]`` (output stride 8), avgpool/fc dropped: ``(B, 3, H, W) -> (B, 2048, H/8, W/8)``.
 * :func:`aspp_head` -- torchvision's DeepLabV3 head (``ASPP`` rates 12/24/36 + 3x3 conv + 1x1 classifier):
   ``(B, C, h, w) -> (B, out, h, w)``. Predictions are upsampled to the label size by the trainer's
-  ``process_preds`` (see :func:`libmtl_repmtl.training.registry.dense_process_preds`), as in LibMTL.
+  ``process_preds`` (see :func:`libmtl_repmtl.benchmarks.dense.dense_process_preds`), as in LibMTL.
 
 Office-31 / Office-Home:
 

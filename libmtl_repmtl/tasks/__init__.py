@@ -1,9 +1,9 @@
-"""Task losses and metrics (LibMTL ``AbsLoss`` / ``AbsMetric`` subclasses) and the benchmarks' task dicts.
+"""Task losses and metrics (LibMTL ``AbsLoss`` / ``AbsMetric`` subclasses); each benchmark's task table
+(which loss and metrics, their directions) is in its module of :mod:`libmtl_repmtl.benchmarks`.
 
 * :mod:`~libmtl_repmtl.tasks.losses`: ``SegLoss``, ``DepthLoss``, ``NormalLoss``, ``ClsLoss``.
 * :mod:`~libmtl_repmtl.tasks.metrics`: ``SegMetric`` (mIoU, pixAcc), ``DepthMetric`` (abs_err, rel_err),
   ``NormalMetric`` (mean, median, <11.25, <22.5, <30), ``AccMetric``; units in that module's docstring.
-* :mod:`~libmtl_repmtl.tasks.specs`: ``task_dict(benchmark)``, metric names, higher-is-better flags.
 
 Import the submodules directly (they import LibMTL through :mod:`libmtl_repmtl.libmtl.bases`).
 """

@@ -1,10 +1,8 @@
-"""Training: the LibMTL Trainer subclass, the benchmark registry and ``run_experiment``.
+"""Training: the LibMTL Trainer subclass and ``run_experiment`` (benchmarks: :mod:`libmtl_repmtl.benchmarks`).
 
 * :func:`run_experiment` -- one run of a registered benchmark (the example scripts and the harness use it).
 * :class:`MTLTrainer` -- LibMTL ``Trainer`` with an explicit device, Δp, atomic results/checkpoints, resume.
 * :class:`ParallelMTLTrainer` -- the same with torchrun/DDP and mixed precision (``docs/distributed.md``).
-* :mod:`~libmtl_repmtl.training.registry` -- :class:`BenchmarkSpec`, :func:`register_benchmark`,
-  :func:`get_benchmark`.
 * :mod:`~libmtl_repmtl.training.results` -- the ``results.json`` contract (:class:`RunResults`,
   :func:`read_results`, :class:`ResultsFileError`).
 * :func:`resolve_device`, and atomic writers in :mod:`~libmtl_repmtl.training.io`.
@@ -25,10 +23,6 @@ _LAZY = {
     "MTLTrainer": "libmtl_repmtl.training.trainer",
     "ParallelMTLTrainer": "libmtl_repmtl.training.experiment",
     "NonFiniteLossError": "libmtl_repmtl.training.trainer",
-    "BenchmarkSpec": "libmtl_repmtl.training.registry",
-    "register_benchmark": "libmtl_repmtl.training.registry",
-    "get_benchmark": "libmtl_repmtl.training.registry",
-    "benchmark_names": "libmtl_repmtl.training.registry",
     "resolve_device": "libmtl_repmtl.training.device",
     "BatchDataError": "libmtl_repmtl.training.checks",
     "RunFileWriteError": "libmtl_repmtl.training.io",

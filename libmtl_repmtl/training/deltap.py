@@ -1,4 +1,4 @@
-"""Δp, the paper's figure of merit, and the single-task baselines it is measured against.
+"""Δp, the paper's figure of merit: one formula, and the reading and checking of baseline tables.
 
 For a method m and single-task baseline b, with metric k of task t (value ``M``), and ``σ = 1`` for
 lower-is-better metrics (``0`` otherwise)::
@@ -7,18 +7,13 @@ lower-is-better metrics (``0`` otherwise)::
     Δp_task       = mean over tasks t of ( mean over the task's metrics k of change(t, k) )
     Δp_metric     = mean over all metrics (t, k) of change(t, k)
 
-Units. The metrics of :mod:`libmtl_repmtl.tasks.metrics` report mIoU, pixAcc, the within-angle ratios and
-accuracy as **fractions** (LibMTL's convention); the built-in baselines (:data:`BASELINES`,
-:func:`builtin_baseline`) are in those same units: the spec's printed rows (:data:`SPEC_BASELINES_PRINTED`,
-percent for those metrics: NYUv2 mIoU 53.50) divided by 100 where the spec prints percent. Angle errors
-are in degrees, depth errors as printed. Δp itself is unit-free per metric (a relative change), so it is the
-same whichever consistent units are used; only mixing the two breaks it, and :func:`load_baseline` refuses
-fraction-metric values above 1 for the known benchmarks for that reason.
-
-Published reference rows (:data:`PUBLISHED_DELTA_P_TASK`: the spec's Δp_task table; :data:`PUBLISHED_METRICS`:
-a few per-metric mean rows of the Rep-MTL paper, arXiv 2507.21049, Tables 1, 2, 3 and 5, in the printed
-units) let tests and the harness check the definition: Δp computed from a row's *mean* metrics is close to
-but not exactly the published value, which is the mean of three runs' Δp.
+The baselines themselves belong to their benchmarks (``libmtl_repmtl.benchmarks.<name>``: the paper's
+printed row and its units, :class:`~libmtl_repmtl.benchmarks.base.Baseline`; the published rows,
+:class:`~libmtl_repmtl.benchmarks.base.Published`). Units: the metric objects report mIoU, pixAcc, the
+within-angle ratios and accuracy as **fractions** (LibMTL's convention), the paper prints percent. Δp is
+unit-free per metric (a relative change), so it is the same whichever consistent units are used; only mixing
+the two breaks it, and :func:`validate_baseline` refuses percent values for fraction metrics of a benchmark
+that declares its units.
 """
 
 from __future__ import annotations
@@ -30,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from libmtl_repmtl.tasks.specs import HIGHER_BETTER, METRIC_NAMES, canonical_benchmark
+from libmtl_repmtl.benchmarks import Benchmark, canonical_name, find
 
 
 class DeltaP(NamedTuple):
@@ -127,110 +122,19 @@ def partial_delta_p(results: Mapping[str, Sequence[float | None]], baseline: Map
     flat = [x for c in ch.values() for x in c]
     return DeltaP(task=sum(sum(c) / len(c) for c in ch.values()) / len(ch), metric=sum(flat) / len(flat))
 
-#: The spec's single-task rows, exactly as printed (percent for mIoU / pixAcc / within-angle / accuracy).
-SPEC_BASELINES_PRINTED: dict[str, dict[str, list[float]]] = {
-    "nyuv2": {"segmentation": [53.50, 75.39], "depth": [0.3926, 0.1605],
-              "normal": [21.99, 15.16, 39.04, 65.00, 75.16]},
-    "cityscapes": {"segmentation": [69.06, 91.54], "depth": [0.01282, 43.53]},
-    "office-31": {"amazon": [86.61], "dslr": [95.63], "webcam": [96.85]},
-    "office-home": {"Art": [65.59], "Clipart": [79.60], "Product": [90.47], "Real_World": [80.00]},
-}
-
-#: Which printed values are percent (converted to fractions in :data:`BASELINES`), per task and metric.
-PERCENT_METRICS: dict[str, dict[str, list[bool]]] = {
-    "nyuv2": {"segmentation": [True, True], "depth": [False, False],
-              "normal": [False, False, True, True, True]},
-    "cityscapes": {"segmentation": [True, True], "depth": [False, False]},
-    "office-31": {d: [True] for d in METRIC_NAMES["office-31"]},
-    "office-home": {d: [True] for d in METRIC_NAMES["office-home"]},
-}
-
-
-def printed_to_metric_units(benchmark: str, row: Mapping[str, Sequence[float]]) -> dict[str, list[float]]:
-    """A row in the paper's printed units (percent) converted to the metric units (fractions)."""
-    b = canonical_benchmark(benchmark)
-    return {t: [v / 100.0 if pct else float(v) for v, pct in zip(vals, PERCENT_METRICS[b][t])]
-            for t, vals in row.items()}
-
-
-#: The spec's single-task baselines in the metric units of :mod:`libmtl_repmtl.tasks.metrics` (fractions).
-BASELINES: dict[str, dict[str, list[float]]] = {
-    b: printed_to_metric_units(b, row) for b, row in SPEC_BASELINES_PRINTED.items()}
-
-#: The spec's published Δp_task rows (Rep-MTL paper, mean of 3 runs), benchmark -> method -> percent.
-PUBLISHED_DELTA_P_TASK: dict[str, dict[str, float]] = {
-    "nyuv2": {"EW": -1.78, "UW": -1.52, "DWA": -1.71, "GLS": 0.30, "RLW": -1.10, "MGDA": -0.64, "GradNorm": -1.24,
-              "PCGrad": -1.57, "GradDrop": -1.85, "GradVac": -1.75, "IMTL": -0.57, "CAGrad": -0.27,
-              "Nash-MTL": -1.01, "Aligned-MTL": -0.98, "FairGrad": -0.47, "DB-MTL": 1.15, "RepMTL": 1.70},
-    "cityscapes": {"EW": -2.05, "UW": -2.45, "DWA": -2.24, "GLS": -0.39, "RLW": -1.91, "MGDA": -0.19,
-                   "GradNorm": -1.55, "PCGrad": -2.36, "GradDrop": -2.02, "GradVac": -2.45, "IMTL": -0.32,
-                   "CAGrad": -0.87, "Nash-MTL": -1.11, "DB-MTL": 0.20, "RepMTL": 0.62},
-    "office-31": {"EW": -0.61, "UW": -0.56, "DWA": -0.70, "MGDA": -0.27, "PCGrad": -0.68, "CAGrad": -1.14,
-                  "Nash-MTL": 0.24, "DB-MTL": 1.05, "RepMTL": 1.31},
-    "office-home": {"EW": -0.92, "UW": -0.98, "DWA": -1.26, "MGDA": -1.61, "PCGrad": -1.04, "CAGrad": -1.50,
-                    "Nash-MTL": -0.08, "DB-MTL": 0.17, "RepMTL": 0.41},
-}
-
-#: Published Δp_metric (NYUv2 only), method -> percent (Rep-MTL paper, Table 1).
-PUBLISHED_DELTA_P_METRIC: dict[str, dict[str, float]] = {
-    "nyuv2": {"EW": -3.85, "DB-MTL": 0.56, "RepMTL": 0.95},
-}
-
-#: Published mean metrics of some rows (Rep-MTL paper, arXiv 2507.21049: Table 1 NYUv2, Table 2 Cityscapes,
-#: Table 3 Office-Home, Table 5 Office-31), in the printed units (percent like :data:`SPEC_BASELINES_PRINTED`).
-PUBLISHED_METRICS: dict[str, dict[str, dict[str, list[float]]]] = {
-    "nyuv2": {
-        "EW": {"segmentation": [53.93, 75.53], "depth": [0.3825, 0.1577],
-               "normal": [23.57, 17.01, 35.04, 60.99, 72.05]},
-        "DB-MTL": {"segmentation": [53.92, 75.60], "depth": [0.3768, 0.1557],
-                   "normal": [21.97, 15.37, 38.43, 64.81, 75.24]},
-        "RepMTL": {"segmentation": [54.59, 76.04], "depth": [0.3750, 0.1542],
-                   "normal": [21.91, 15.28, 38.37, 64.72, 75.05]},
-    },
-    "cityscapes": {
-        "EW": {"segmentation": [68.93, 91.58], "depth": [0.01315, 45.90]},
-        "DB-MTL": {"segmentation": [69.17, 91.56], "depth": [0.01280, 43.46]},
-        "RepMTL": {"segmentation": [69.72, 91.85], "depth": [0.01270, 43.42]},
-    },
-    "office-31": {
-        "EW": {"amazon": [83.53], "dslr": [97.27], "webcam": [96.85]},
-        "DB-MTL": {"amazon": [85.12], "dslr": [98.63], "webcam": [98.51]},
-        "RepMTL": {"amazon": [85.93], "dslr": [98.54], "webcam": [98.67]},
-    },
-    "office-home": {
-        "EW": {"Art": [65.34], "Clipart": [78.04], "Product": [89.80], "Real_World": [79.50]},
-        "DB-MTL": {"Art": [67.42], "Clipart": [77.89], "Product": [90.43], "Real_World": [80.07]},
-        "RepMTL": {"Art": [67.40], "Clipart": [78.75], "Product": [90.37], "Real_World": [80.04]},
-    },
-}
-
-
-def builtin_baseline(benchmark: str) -> dict[str, list[float]]:
-    """The spec's single-task baseline of ``benchmark`` in metric units (fractions), task -> values.
-
-    Raises:
-        ValueError: unknown benchmark (none built in).
-    """
-    b = canonical_benchmark(benchmark)
-    return {t: list(v) for t, v in BASELINES[b].items()}
-
-
-def _known(benchmark: str | None) -> str | None:
-    if benchmark is None:
-        return None
-    try:
-        return canonical_benchmark(benchmark)
-    except ValueError:
-        return None
+def _declared(benchmark: str | None) -> Benchmark | None:
+    """The registered benchmark ``benchmark`` when it declares a baseline (and so its units), else None."""
+    bench = find(benchmark) if benchmark is not None else None
+    return bench if bench is not None and bench.baseline is not None else None
 
 
 def validate_baseline(table: Any, benchmark: str | None = None, source: str = "baseline") -> dict[str, list[float]]:
     """Check and normalise a baseline table: ``{task: [values...]}`` or ``{task: {metric: value}}``.
 
-    For a known benchmark (``nyuv2``, ``cityscapes``, ``office-31``, ``office-home``) task names must be the
-    benchmark's, each task needs exactly its metrics (a ``{metric: value}`` mapping is put in metric order),
-    and fraction metrics (mIoU, pixAcc, within-angle ratios, accuracy) must be fractions (<= 1), not percent.
-    Other benchmarks: any task names, non-empty lists of finite non-zero numbers.
+    For a registered benchmark that declares a baseline (the paper's four) task names must be the benchmark's,
+    each task needs exactly its metrics (a ``{metric: value}`` mapping is put in metric order), and fraction
+    metrics (mIoU, pixAcc, within-angle ratios, accuracy) must be fractions (<= 1), not percent. Other
+    benchmarks: any task names, non-empty lists of finite non-zero numbers.
 
     Returns:
         task -> list of float.
@@ -238,11 +142,13 @@ def validate_baseline(table: Any, benchmark: str | None = None, source: str = "b
     Raises:
         ValueError: what is wrong and how to fix it, naming ``source``.
     """
-    b = _known(benchmark)
+    bench = _declared(benchmark)
+    b = bench.name if bench is not None else None
     if not isinstance(table, Mapping) or not table:
         raise ValueError(f"{source}: expected a non-empty JSON object {{task: [values...]}}, got "
                          f"{type(table).__name__}")
-    names = METRIC_NAMES.get(b) if b else None
+    names = bench.metric_names() if bench is not None else None
+    percent = bench.baseline.percent if bench is not None and bench.baseline is not None else None
     out: dict[str, list[float]] = {}
     for task, vals in table.items():
         if names is not None and task not in names:
@@ -266,7 +172,7 @@ def validate_baseline(table: Any, benchmark: str | None = None, source: str = "b
         for k, v in enumerate(vals):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)) or v == 0:
                 raise ValueError(f"{source}: task {task!r} value #{k} ({v!r}) must be a finite non-zero number")
-            if b is not None and PERCENT_METRICS[b][task][k] and float(v) > 1.0:
+            if percent is not None and percent[task][k] and float(v) > 1.0:
                 raise ValueError(f"{source}: task {task!r} metric {names[task][k]!r} = {v} looks like percent; "
                                  "baselines use the metrics' fraction units (divide by 100, e.g. 53.50 -> 0.5350)")
             row.append(float(v))
@@ -292,16 +198,10 @@ def load_baseline(path: str | os.PathLike[str], benchmark: str | None = None) ->
         raise ValueError(f"{p}: not valid JSON ({exc}); expected {{task: [values...]}}") from None
     if isinstance(raw, Mapping) and benchmark is not None:
         for key, val in raw.items():
-            if isinstance(val, Mapping) and _known(str(key)) is not None and _known(str(key)) == _known(benchmark):
-                raw = val
-                break
-            if isinstance(val, Mapping) and str(key) == benchmark:
+            if isinstance(val, Mapping) and canonical_name(str(key)) == canonical_name(benchmark):
                 raw = val
                 break
     return validate_baseline(raw, benchmark, source=str(p))
 
 
-__all__ = ["BASELINES", "DeltaP", "HIGHER_BETTER", "PERCENT_METRICS", "PUBLISHED_DELTA_P_METRIC",
-           "PUBLISHED_DELTA_P_TASK", "PUBLISHED_METRICS", "SPEC_BASELINES_PRINTED", "builtin_baseline",
-           "delta_p", "load_baseline", "partial_delta_p", "printed_to_metric_units", "relative_changes",
-           "validate_baseline"]
+__all__ = ["DeltaP", "delta_p", "load_baseline", "partial_delta_p", "relative_changes", "validate_baseline"]

@@ -12,7 +12,7 @@ weightings/architectures are known), so every LibMTL flag keeps its meaning (``-
 ``--dataset office-31|office-home``, ``--list_dir`` and ``--image_size``; plus the ``--<Plugin>_<key>`` flags of
 the chosen weighting/architecture (e.g. ``--RepMTL_lambda_tsr``).
 
-Defaults reproduce the paper's setups (see :mod:`libmtl_repmtl.training.registry`).
+Defaults reproduce the paper's setups (see :mod:`libmtl_repmtl.benchmarks`).
 Exit status: 0 done, 1 training failed (a NaN loss, a run file that could not be written, e.g. a full disk), 2 bad
 arguments, missing files or bad data (a corrupt or malformed file, NaN/Inf or out-of-range labels in a batch, an
 empty split; the message names the file, or the split, epoch, batch and task), 130 interrupted.
@@ -35,10 +35,15 @@ import libmtl_repmtl
 if hasattr(libmtl_repmtl, "register"):
     libmtl_repmtl.register()
 
+from libmtl_repmtl.benchmarks import BenchmarkSetupError, get  # noqa: E402
+from libmtl_repmtl.data.office import OFFICE_DOMAINS  # noqa: E402
 from libmtl_repmtl.libmtl.bases import LibMTL  # noqa: E402
+from libmtl_repmtl.models.pretrained import PretrainedWeightsError  # noqa: E402
 from libmtl_repmtl.training.amp import add_amp_args  # noqa: E402
 from libmtl_repmtl.training.distributed import add_distributed_args  # noqa: E402
-from libmtl_repmtl.training.registry import OFFICE_DOMAINS, get_benchmark  # noqa: E402
+from libmtl_repmtl.training.experiment import run_experiment  # noqa: E402
+from libmtl_repmtl.training.io import RunFileWriteError  # noqa: E402
+from libmtl_repmtl.training.trainer import NonFiniteLossError, resolve_architecture, resolve_weighting  # noqa: E402
 
 #: The example scripts' benchmark families.
 FAMILIES = ("nyuv2", "cityscapes", "office")
@@ -50,7 +55,7 @@ def build_parser(family: str, argv: Sequence[str] | None = None) -> argparse.Arg
     ``argv`` is pre-read for ``--weighting`` / ``--arch`` so that their plugin flags can be added."""
     if family not in FAMILIES:
         raise ValueError(f"unknown example {family!r}; choose from {FAMILIES}")
-    spec = get_benchmark("office-31" if family == "office" else family)
+    spec = get("office-31" if family == "office" else family)
     d = spec.defaults
     parser = argparse.ArgumentParser(
         description=f"Train a LibMTL weighting/architecture on {family} (Rep-MTL project's example).",
@@ -100,7 +105,6 @@ def build_parser(family: str, argv: Sequence[str] | None = None) -> argparse.Arg
                         step_size=d.get("step_size", 100), gamma=d.get("gamma", 0.5),
                         multi_input=spec.multi_input)
     pre, _ = parser.parse_known_args(list(argv) if argv is not None else sys.argv[1:])
-    from libmtl_repmtl.training.trainer import resolve_architecture, resolve_weighting
 
     for name, resolve in ((getattr(pre, "weighting", None), resolve_weighting),
                           (getattr(pre, "arch", None), resolve_architecture)):
@@ -148,11 +152,6 @@ def options_from_args(family: str, params: argparse.Namespace) -> tuple[str, dic
 
 def main(family: str, argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), train, and return the exit status."""
-    from libmtl_repmtl.models.pretrained import PretrainedWeightsError
-    from libmtl_repmtl.training.experiment import run_experiment
-    from libmtl_repmtl.training.io import RunFileWriteError
-    from libmtl_repmtl.training.registry import BenchmarkSetupError
-    from libmtl_repmtl.training.trainer import NonFiniteLossError
 
     argv = list(argv) if argv is not None else sys.argv[1:]
     parser = build_parser(family, argv)

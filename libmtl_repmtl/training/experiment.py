@@ -22,11 +22,21 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
+from libmtl_repmtl.benchmarks import Benchmark, get
 from libmtl_repmtl.libmtl.bases import LibMTL
-from libmtl_repmtl.training.deltap import builtin_baseline, validate_baseline
-from libmtl_repmtl.training.distributed import DataParallelTrainerMixin, DistEnv
-from libmtl_repmtl.training.registry import BenchmarkSpec, get_benchmark
+from libmtl_repmtl.training.amp import AmpConfig
+from libmtl_repmtl.training.deltap import validate_baseline
+from libmtl_repmtl.training.device import resolve_device
+from libmtl_repmtl.training.distributed import (
+    DataParallelTrainerMixin,
+    DistEnv,
+    barrier,
+    check_weighting_supports_ddp,
+    cleanup,
+    init_from_env,
+)
 from libmtl_repmtl.training.trainer import MTLTrainer, resolve_architecture, resolve_weighting
 
 importlib.import_module("LibMTL.config")  # after the compatibility layer (bases)
@@ -103,12 +113,12 @@ def _as_lists(raw: Mapping[str, Any], names: Mapping[str, Sequence[str]], source
     return out
 
 
-def resolve_baseline(spec: BenchmarkSpec, baseline: str | os.PathLike[str] | Mapping[str, Any] | None,
+def resolve_baseline(spec: Benchmark, baseline: str | os.PathLike[str] | Mapping[str, Any] | None,
                      task_dict: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, list[Any]] | None, str | None]:
     """The Δp baseline (task -> values in metric order) and a description of its source.
 
-    ``baseline``: ``"spec"`` (the built-in single-task rows: :func:`libmtl_repmtl.training.deltap.builtin_baseline`
-    for the paper's benchmarks, else the registry spec's :attr:`~BenchmarkSpec.baseline`), ``"none"`` /
+    ``baseline``: ``"spec"`` (the benchmark's own single-task row, :attr:`~Benchmark.baseline`, in metric
+    units; none for benchmarks without one), ``"none"`` /
     ``None`` (no Δp), a JSON file (``{task: {metric: value}}`` or ``{task: [values]}``, metric units; a file
     ``{benchmark: {...}}`` is accepted) or such a mapping. Paper benchmarks' tables are validated by
     :func:`libmtl_repmtl.training.deltap.validate_baseline` (e.g. fractions, not percent).
@@ -120,14 +130,9 @@ def resolve_baseline(spec: BenchmarkSpec, baseline: str | os.PathLike[str] | Map
     if baseline is None or (isinstance(baseline, str) and baseline.lower() == "none"):
         return None, None
     if isinstance(baseline, str) and baseline.lower() == "spec":
-        table = _deltap_builtin(spec.name)
-        if table is not None:
-            out = _as_lists(table, names, f"libmtl_repmtl.training.deltap ({spec.name})")
-            if out:
-                return out, f"spec (libmtl_repmtl.training.deltap, {spec.name})"
-        if spec.baseline:
-            return _as_lists(spec.baseline, names, spec.name) or None, f"spec (registry, {spec.name})"
-        return None, None
+        if spec.baseline is None:
+            return None, None
+        return _as_lists(spec.baseline.values, names, spec.name) or None, f"spec ({spec.name})"
     if isinstance(baseline, Mapping):
         raw: Any = baseline
         source = "mapping"
@@ -148,17 +153,9 @@ def resolve_baseline(spec: BenchmarkSpec, baseline: str | os.PathLike[str] | Map
     out = _as_lists(raw, names, source)
     if not out:
         raise ValueError(f"--baseline {source}: no entry for the tasks {list(names)}")
-    if _deltap_builtin(spec.name) is not None:
+    if spec.baseline is not None:
         out = validate_baseline(out, spec.name, source=source)
     return out, source
-
-
-def _deltap_builtin(benchmark: str) -> Mapping[str, Any] | None:
-    """The built-in single-task baseline of one of the paper's benchmarks, else None."""
-    try:
-        return builtin_baseline(benchmark)
-    except ValueError:
-        return None
 
 
 def set_seed(seed: int, device: torch.device) -> None:
@@ -169,6 +166,29 @@ def set_seed(seed: int, device: torch.device) -> None:
     if device.type == "cuda":
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
+
+
+def run_options(spec: Benchmark, options: Mapping[str, Any], *, epochs: int | None, seed: int,
+                dataset_path: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """A run's merged options: generic defaults, then the benchmark's :attr:`~Benchmark.defaults`, then
+    ``options`` (``batch_size`` sets both ``train_bs`` and ``test_bs``; ``None`` values keep the default except
+    ``scheduler``), then ``epochs``, ``seed`` and ``dataset_path``; ``test_bs`` defaults to ``train_bs``."""
+    options = dict(options)
+    bs = options.pop("batch_size", None)
+    if bs is not None:
+        options.setdefault("train_bs", bs)
+        options.setdefault("test_bs", bs)
+    opts: dict[str, Any] = {"train_bs": 8, "test_bs": None, "optim": "adam", "lr": 1e-4, "weight_decay": 1e-5,
+                            "momentum": 0.9, "scheduler": None, "step_size": 100, "gamma": 0.5, "aug": False,
+                            "num_workers": 0, "encoder": None, "pretrained": "none", "epochs": 1}
+    opts.update(spec.defaults)
+    opts.update({k: v for k, v in options.items() if v is not None or k == "scheduler"})
+    if epochs is not None:
+        opts["epochs"] = int(epochs)
+    if opts.get("test_bs") is None:
+        opts["test_bs"] = opts["train_bs"]
+    opts.update(seed=int(seed), dataset_path=None if dataset_path is None else str(dataset_path))
+    return opts
 
 
 def run_experiment(benchmark: str, weighting: str | type, arch: str | type, dataset_path: str | os.PathLike[str] | None,
@@ -183,7 +203,7 @@ def run_experiment(benchmark: str, weighting: str | type, arch: str | type, data
 
     Args:
         benchmark: a registry name (``nyuv2``, ``cityscapes``, ``office-31``, ``office-home`` or one added with
-            :func:`~libmtl_repmtl.training.registry.register_benchmark`).
+            :func:`libmtl_repmtl.benchmarks.register`).
         weighting: LibMTL weighting name or class (``EW``, ``RepMTL``, ...).
         arch: architecture name or class (``HPS``, ``RepHPS``, ...).
         dataset_path: dataset root (the layouts of the spec), or ``None`` for benchmarks that need none.
@@ -208,7 +228,7 @@ def run_experiment(benchmark: str, weighting: str | type, arch: str | type, data
             ``weight_decay``, ``momentum``, ``scheduler`` (``step`` / ``exp`` / ``cos`` / ``None``), ``step_size``,
             ``gamma``, ``encoder`` (``resnet50`` / ``resnet18`` / ``tiny``), ``pretrained`` (``imagenet`` /
             ``none`` / path), ``aug``, ``num_workers``, and benchmark-specific options (e.g. ``list_dir``,
-            ``n_train``), all defaulting to the benchmark's :attr:`~BenchmarkSpec.defaults`.
+            ``n_train``), all defaulting to the benchmark's :attr:`~Benchmark.defaults`.
 
     Launched by ``torchrun`` (``WORLD_SIZE > 1``), every process calls this with the same arguments: it joins
     the process group (and leaves it at the end when it started it), refuses weightings that DDP cannot
@@ -219,22 +239,8 @@ def run_experiment(benchmark: str, weighting: str | type, arch: str | type, data
         The results dict, as written to ``results.json`` (schema: :meth:`MTLTrainer.results`); under torchrun
         the same epoch records on every rank.
     """
-    spec = get_benchmark(benchmark)
-    if "batch_size" in options:
-        bs = options.pop("batch_size")
-        if bs is not None:
-            options.setdefault("train_bs", bs)
-            options.setdefault("test_bs", bs)
-    opts: dict[str, Any] = {"train_bs": 8, "test_bs": None, "optim": "adam", "lr": 1e-4, "weight_decay": 1e-5,
-                            "momentum": 0.9, "scheduler": None, "step_size": 100, "gamma": 0.5, "aug": False,
-                            "num_workers": 0, "encoder": None, "pretrained": "none", "epochs": 1}
-    opts.update(spec.defaults)
-    opts.update({k: v for k, v in options.items() if v is not None or k == "scheduler"})
-    if epochs is not None:
-        opts["epochs"] = int(epochs)
-    if opts.get("test_bs") is None:
-        opts["test_bs"] = opts["train_bs"]
-    opts.update(seed=int(seed), dataset_path=None if dataset_path is None else str(dataset_path))
+    spec = get(benchmark)
+    opts = run_options(spec, options, epochs=epochs, seed=seed, dataset_path=dataset_path)
     run_tasks = list(tasks) if tasks else list(spec.tasks)
     unknown = [t for t in run_tasks if t not in spec.tasks]
     if unknown:
@@ -246,10 +252,6 @@ def run_experiment(benchmark: str, weighting: str | type, arch: str | type, data
     env: DistEnv | None = None
     owned = False
     if _torchrun_world_size() > 1:  # one of torchrun's processes
-        import torch.distributed as dist
-
-        from libmtl_repmtl.training.distributed import check_weighting_supports_ddp, init_from_env
-
         check_weighting_supports_ddp(wcls)  # before joining the group and building anything
         owned = not (dist.is_available() and dist.is_initialized())
         env = init_from_env(dist_backend, device)
@@ -262,13 +264,9 @@ def run_experiment(benchmark: str, weighting: str | type, arch: str | type, data
                        params=params, amp=amp, sync_bn=sync_bn, env=env)
     except BaseException:
         if owned and env is not None:
-            from libmtl_repmtl.training.distributed import cleanup
-
             cleanup(env)  # no barrier: a rank may be gone, and torchrun stops the others
         raise
     if owned and env is not None:
-        from libmtl_repmtl.training.distributed import barrier, cleanup
-
         # Every rank has finished its collectives before any closes its connections: a gloo peer that is still
         # inside one when the other side closes aborts its process.
         barrier(env)
@@ -284,15 +282,12 @@ def _torchrun_world_size() -> int:
         raise ValueError(f"environment variable WORLD_SIZE={raw!r} is not an integer (torchrun sets it)") from None
 
 
-def _run(spec: BenchmarkSpec, opts: dict[str, Any], run_tasks: list[str], wcls: type, acls: type,
+def _run(spec: Benchmark, opts: dict[str, Any], run_tasks: list[str], wcls: type, acls: type,
          wargs: dict[str, Any], aargs: dict[str, Any], save_path: str | os.PathLike[str], *, seed: int,
          device: str | torch.device, rep_grad: bool, baseline: Any, resume: bool, progress: bool | None,
          verbose: bool, params: argparse.Namespace | None, amp: str, sync_bn: bool,
          env: DistEnv | None) -> dict[str, Any]:
     """Build the data, model and trainer of one run and train (:func:`run_experiment` after the checks)."""
-    from libmtl_repmtl.training.amp import AmpConfig
-    from libmtl_repmtl.training.device import resolve_device
-
     dev = resolve_device(device)
     AmpConfig.from_flag(dev, amp)  # refuse e.g. fp16 on the CPU before building anything
     if sync_bn and env is None:
@@ -338,5 +333,5 @@ def _run(spec: BenchmarkSpec, opts: dict[str, Any], run_tasks: list[str], wcls: 
     return trainer.results()
 
 
-__all__ = ["ParallelMTLTrainer", "arch_args_for", "libmtl_defaults", "resolve_baseline", "run_experiment", "set_seed",
-           "weight_args_for"]
+__all__ = ["ParallelMTLTrainer", "arch_args_for", "libmtl_defaults", "resolve_baseline", "run_experiment",
+           "run_options", "set_seed", "weight_args_for"]

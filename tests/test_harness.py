@@ -9,11 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import libmtl_repmtl.bench.cpu_suite as cpu_suite
+import libmtl_repmtl.benchmarks.small_data as small_data
 import libmtl_repmtl.data.multimnist as mm
-from libmtl_repmtl.bench import harness
-from libmtl_repmtl.bench.cpu_runner import run_cpu_experiment
-from libmtl_repmtl.bench.harness import delta_p, is_complete, main, method_spec, plan_grid
+from libmtl_repmtl.harness import report
+from libmtl_repmtl.harness.cli import main
+from libmtl_repmtl.harness.methods import method_spec
+from libmtl_repmtl.harness.plan import plan_grid
+from libmtl_repmtl.harness.report import delta_p
+from libmtl_repmtl.harness.runs import is_complete
+from libmtl_repmtl.training.experiment import run_experiment
+from libmtl_repmtl.training.results import Baseline, DeltaP, EpochRecord, RunResults
 
 TINY = ["n_train=128", "n_val=64", "n_test=64", "max_per_domain=40", "batch_size=32"]
 
@@ -24,15 +29,31 @@ def tiny_digits(monkeypatch):
     rng = np.random.default_rng(0)
     fake = ((rng.random((200, 28, 28)) > 0.8).astype(np.float32), np.repeat(np.arange(10), 20))
     monkeypatch.setattr(mm, "load_mnist_digits", lambda: fake)
-    cpu_suite._CACHE.clear()
+    small_data._CACHE.clear()
     yield
-    cpu_suite._CACHE.clear()
+    small_data._CACHE.clear()
+
+
+def contract_results(test: dict, higher_better: dict, *, status: str = "complete", delta_p_task: float | None = None,
+                     train_seconds: float = 1.0, peak_memory_mb: float | None = None) -> dict:
+    """A one-epoch ``results.json`` content in the results contract (training.results)."""
+    tasks = list(test)
+    epochs = [] if status == "running" else [EpochRecord(
+        epoch=0, train_loss={t: 1.0 for t in tasks}, train=test, train_seconds=train_seconds, test=test,
+        test_loss={t: 1.0 for t in tasks}, test_seconds=0.1, lr=[1e-3],
+        delta_p={"test": DeltaP(delta_p_task, None if delta_p_task is None else delta_p_task / 2)},
+        peak_memory_mb=peak_memory_mb)]
+    return RunResults(
+        status=status, error=None, config={}, benchmark=None, weighting="EW", arch="HPS", tasks=tasks, device="cpu",
+        metric_names={t: list(ms) for t, ms in test.items()}, higher_better=higher_better,
+        baseline=Baseline(None, None), epochs=epochs, epochs_total=1, best_epoch=0 if epochs else None,
+        best_epoch_selection="val", peak_memory_mb=peak_memory_mb, peak_memory_kind="test").to_dict()
 
 
 def test_grid_end_to_end_then_resume(tmp_path: Path, capsys) -> None:
     out = tmp_path / "bench"
     argv = ["--benchmarks", "multimnist", "--methods", "EW", "RepMTL", "--seeds", "0", "--epochs", "1",
-            "--runner", "cpu", "--out", str(out), "--option", *TINY]
+            "--out", str(out), "--option", *TINY]
     assert main(argv) == 0
     first = capsys.readouterr().out
     assert "ran 2, skipped 0" in first
@@ -57,7 +78,7 @@ def test_grid_end_to_end_then_resume(tmp_path: Path, capsys) -> None:
 
 def test_multi_input_with_stl_baseline(tmp_path: Path, capsys) -> None:
     out = tmp_path / "b"
-    assert main(["--benchmarks", "digits", "--methods", "EW", "STL", "--epochs", "1", "--runner", "cpu",
+    assert main(["--benchmarks", "digits", "--methods", "EW", "STL", "--epochs", "1",
                  "--out", str(out), "--option", *TINY]) == 0
     for t in mm.DIGIT_DOMAINS:
         assert is_complete(out / "digits" / "STL" / "seed0" / t, 1)
@@ -94,7 +115,7 @@ def test_failed_run_is_recorded_not_fatal(tmp_path: Path, capsys) -> None:
     def runner(benchmark, weighting, arch, dataset_path, save_path, **options):
         if weighting == "MGDA":
             raise RuntimeError("boom")
-        return run_cpu_experiment(benchmark, weighting, arch, dataset_path, save_path, **options)
+        return run_experiment(benchmark, weighting, arch, dataset_path, save_path, **options)
 
     code = main(["--benchmarks", "multimnist", "--methods", "EW", "MGDA", "--epochs", "1", "--out", str(tmp_path),
                  "--option", *TINY], runner=runner)
@@ -109,13 +130,12 @@ def test_trainer_style_results_and_published_rows(tmp_path: Path, monkeypatch) -
     for s, dp in ((0, 1.0), (1, 2.0)):
         d = tmp_path / "nyuv2" / "RepMTL" / f"seed{s}"
         d.mkdir(parents=True)
-        (d / "results.json").write_text(json.dumps({
-            "epochs": [{"epoch": 0, "test": {"depth": {"abs_err": 0.5}}, "train_seconds": 2.0}],
-            "best_epoch": 0, "delta_p_task": dp, "delta_p_metric": dp / 2, "peak_memory": 2**30,
-            "higher_better": {"depth": {"abs_err": False}}}))
-    monkeypatch.setattr(harness, "published_rows", lambda: {"NYUv2": {"EW": -1.78, "RepMTL": 1.70}})
+        (d / "results.json").write_text(json.dumps(contract_results(
+            {"depth": {"abs_err": 0.5}}, {"depth": {"abs_err": False}}, delta_p_task=dp, train_seconds=2.0,
+            peak_memory_mb=2**30 / 2**20)))
+    monkeypatch.setattr(report, "published_rows", lambda: {"NYUv2": {"EW": -1.78, "RepMTL": 1.70}})
     grid = plan_grid(["nyuv2"], ["RepMTL"], [0, 1], tmp_path, {"nyuv2": {"epochs": 1}})
-    rows = harness.write_summary(grid, tmp_path)
+    rows, _ = report.write_summary(grid, tmp_path)
     ours = next(r for r in rows if r.source == "ours")
     assert ours.delta_p_task[0] == pytest.approx(1.5) and ours.peak_memory_mb[0] == pytest.approx(1024.0)
     assert ours.seconds_per_epoch[0] == pytest.approx(2.0)
@@ -133,9 +153,8 @@ def test_delta_p_signs() -> None:
 
 def test_through_the_trainers_run_experiment(tmp_path: Path, capsys) -> None:
     """The CPU benchmarks registered in the trainer's registry; the grid runs through run_experiment."""
-    pytest.importorskip("libmtl_repmtl.training.registry")
     out = tmp_path / "t"
-    argv = ["--benchmarks", "multimnist", "--methods", "EW", "RepMTL-TSR", "--epochs", "1", "--runner", "trainer",
+    argv = ["--benchmarks", "multimnist", "--methods", "EW", "RepMTL-TSR", "--epochs", "1",
             "--out", str(out), "--option", *TINY]
     assert main(argv) == 0
     assert "runner: libmtl_repmtl.training.run_experiment" in capsys.readouterr().out
@@ -154,14 +173,14 @@ def test_interrupted_trainer_run_is_resumed(tmp_path: Path) -> None:
 
     def runner(benchmark, weighting, arch, dataset_path, save_path, *, resume=False, **options):
         seen.append({"resume": resume, **options})
-        Path(save_path, "results.json").write_text(json.dumps({
-            "status": "complete", "complete": True, "best_epoch": 0,
-            "epochs": [{"epoch": 0, "test": {"a": {"Acc": 1}}}], "test_at_best": {"a": {"Acc": 1.0}}}))
+        Path(save_path, "results.json").write_text(json.dumps(contract_results({"a": {"Acc": 1.0}},
+                                                                               {"a": {"Acc": True}})))
 
     run_dir = tmp_path / "multimnist" / "EW" / "seed0"
     run_dir.mkdir(parents=True)
     (run_dir / "last.pt").write_bytes(b"x")
-    (run_dir / "results.json").write_text(json.dumps({"status": "running", "complete": False, "epochs": []}))
+    (run_dir / "results.json").write_text(json.dumps(contract_results({"a": {"Acc": 1.0}}, {"a": {"Acc": True}},
+                                                                      status="running")))
     assert main(["--benchmarks", "multimnist", "--methods", "EW", "--epochs", "1", "--out", str(tmp_path)],
                 runner=runner) == 0
     assert seen == [{"resume": True, "epochs": 1, "seed": 0, "device": "cpu"}]

@@ -25,7 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from libmtl_repmtl.analysis.powerlaw import load_state_dict
 from libmtl_repmtl.core import task_objectives, task_saliencies, tsr_entropy_map
+from libmtl_repmtl.data.multimnist import MULTIMNIST_TASKS, MultiMNISTConfig, build_multimnist
+from libmtl_repmtl.models.small import MultiMNISTEncoder, multimnist_heads
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -100,7 +103,7 @@ def save_saliency_grid(maps: SaliencyMaps, path: str | Path, title: str | None =
     Maps are shown at their own resolution (``H' x W'``) stretched over the input's extent. Written
     atomically (temporary file in the same folder, then renamed).
     """
-    import matplotlib
+    import matplotlib  # optional dependency (extra `analysis`): imported only when drawing
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -149,9 +152,6 @@ def _split_state(state: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
 
 def load_cpu_model(benchmark: str, checkpoint: str | Path) -> tuple[nn.Module, nn.ModuleDict]:
     """Rebuild a CPU-benchmark model (``multimnist``) and load a checkpoint's encoder and decoders."""
-    from libmtl_repmtl.bench.cpu_models import MultiMNISTEncoder, multimnist_heads
-    from libmtl_repmtl.bench.powerlaw import load_state_dict
-    from libmtl_repmtl.data.multimnist import MULTIMNIST_TASKS
 
     if benchmark != "multimnist":
         raise ValueError(f"the saliency command rebuilds the 'multimnist' model only (spatial representation); "
@@ -181,7 +181,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from libmtl_repmtl.data.multimnist import MultiMNISTConfig, build_multimnist
 
     sizes = MultiMNISTConfig(n_train=max(args.n, 2), n_val=max(args.n, 2), n_test=max(args.n, 2), seed=args.data_seed)
     data = build_multimnist(sizes)[args.split]

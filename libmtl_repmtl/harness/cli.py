@@ -1,0 +1,156 @@
+"""``libmtl-repmtl bench``: the comparison harness (benchmark x method x seed grid).
+
+Each run goes through the trainer (``libmtl_repmtl.training.run_experiment``) into its own folder
+``OUT/<benchmark>/<method>/seed<k>/`` (single-task runs: ``OUT/<benchmark>/STL/seed<k>/<task>/``, one run per
+task). The grid is resumable: a run whose ``results.json`` is complete (all requested epochs) is skipped, and
+the command says so.
+
+Methods: any LibMTL weighting (``EW``, ``UW``, ``MGDA``, ...; architecture ``HPS``), ``RepMTL`` (architecture
+``RepHPS``), its ablations ``RepMTL-CSA`` (``RepMTL_lambda_tsr=0``) and ``RepMTL-TSR`` (``RepMTL_lambda_csa=0``),
+``RepMTL-small`` (both lambdas 0.1, ``tau = 1``: the setting that trains small models from scratch, see
+``docs/method.md``, "Behaviour on small CPU benchmarks") and ``STL`` (single-task runs).
+
+Outputs (written atomically): ``OUT/summary.md``, ``OUT/summary.csv`` (per benchmark and method: mean +- std
+over seeds of every test metric at the best epoch, Δp_task, Δp_metric, seconds per epoch, peak memory,
+number of seeds; the paper's published Δp_task rows beside ours, marked ``published``), and PNG plots
+``OUT/delta_p.png`` (Δp_task with error bars) and ``OUT/delta_p_vs_time.png``.
+
+Δp baselines (``--baseline``): ``spec`` (the benchmark's published single-task row, as computed by the trainer),
+``stl`` (our own single-task runs' mean over seeds), ``auto`` (default: ``spec`` where the benchmark has a
+published baseline, else ``stl``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from libmtl_repmtl.benchmarks import UnknownBenchmarkError, get
+from libmtl_repmtl.harness.execute import Runner, execute
+from libmtl_repmtl.harness.methods import method_spec
+from libmtl_repmtl.harness.plan import SUITES, RunSpec, plan_grid
+from libmtl_repmtl.harness.report import write_summary
+from libmtl_repmtl.harness.runs import is_complete
+from libmtl_repmtl.training.experiment import run_experiment
+
+
+def _parse_kv(items: Sequence[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise SystemExit(f"error: {what} must be BENCHMARK=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k] = v
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``bench`` command's argument parser."""
+    p = argparse.ArgumentParser(prog="libmtl-repmtl bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", choices=sorted(SUITES), help="a predefined grid (flags below override its parts)")
+    p.add_argument("--benchmarks", nargs="+", help="benchmark names (e.g. multimnist digits nyuv2)")
+    p.add_argument("--methods", nargs="+",
+                   help="LibMTL weightings, RepMTL, RepMTL-CSA, RepMTL-TSR, RepMTL-small, STL (single-task runs)")
+    p.add_argument("--seeds", nargs="+", type=int, help="training seeds")
+    p.add_argument("--epochs", type=int, help="epochs for every benchmark (default: the suite's / benchmark's)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    p.add_argument("--out", default="bench_out", help="output folder (default ./bench_out)")
+    p.add_argument("--dataset_path", "--dataset-path", nargs="*", default=[], metavar="BENCHMARK=PATH",
+                   help="dataset root per benchmark")
+    p.add_argument("--baseline", choices=["auto", "spec", "stl"], default="auto",
+                   help="Δp baseline: the benchmark's published single-task row, our STL runs, or auto (the "
+                        "published row where the benchmark has one, else stl)")
+    p.add_argument("--option", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="extra run_experiment options for every run (JSON values, e.g. batch_size=32)")
+    p.add_argument("--dry-run", action="store_true", help="list the grid (and what is already done) and exit")
+    p.add_argument("--summary-only", action="store_true", help="only (re)write the summary from existing runs")
+    return p
+
+
+def _validate(benchmarks: Sequence[str], methods: Sequence[str]) -> None:
+    for b in benchmarks:
+        try:
+            get(b)
+        except UnknownBenchmarkError as exc:
+            raise SystemExit(f"error: {exc}") from None
+    for m in methods:
+        try:
+            method_spec(m)
+        except ValueError as exc:
+            raise SystemExit(f"error: {exc}") from None
+
+
+def resolve_grid(args: argparse.Namespace) -> tuple[list[RunSpec], dict[str, Any]]:
+    """The grid the parsed flags describe, plus a description of it."""
+    suite = SUITES[args.suite] if args.suite else None
+    benchmarks = args.benchmarks or (list(suite.benchmarks) if suite else None)
+    methods = args.methods or (list(suite.methods) if suite else None)
+    seeds = args.seeds or (list(suite.seeds) if suite else [0])
+    if not benchmarks or not methods:
+        raise SystemExit("error: give --suite, or --benchmarks and --methods")
+    _validate(benchmarks, methods)
+    extra = {}
+    for k, v in _parse_kv(args.option, "--option").items():
+        try:
+            extra[k] = json.loads(v)
+        except ValueError:
+            extra[k] = v
+    options: dict[str, dict[str, Any]] = {}
+    for b in benchmarks:
+        o = dict(suite.options.get(b, {})) if suite else {}
+        o.update(extra)
+        if args.epochs is not None:
+            o["epochs"] = args.epochs
+        options[b] = o
+    grid = plan_grid(benchmarks, methods, seeds, Path(args.out), options)
+    return grid, {"benchmarks": benchmarks, "methods": methods, "seeds": seeds, "options": options}
+
+
+def _dry_run(grid: Sequence[RunSpec], out: Path) -> int:
+    done = [r for r in grid if is_complete(r.save_path, r.options.get("epochs"))]
+    print(f"grid: {len(grid)} runs ({len(done)} already complete) -> {out}")
+    for r in grid:
+        state = "done" if r in done else "todo"
+        print(f"  [{state}] {r.label:<40} weighting={r.weighting} arch={r.arch} options={r.options}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None, runner: Runner = run_experiment) -> int:
+    """``libmtl-repmtl bench [--suite NAME] [--benchmarks ...] [--methods ...] [--seeds ...] [--out DIR] ...``.
+
+    ``runner`` is ``run_experiment``; tests pass a wrapper of it (e.g. one that fails for one method)."""
+    args = build_parser().parse_args(argv)
+    grid, desc = resolve_grid(args)
+    out = Path(args.out)
+    if args.dry_run:
+        return _dry_run(grid, out)
+    t0 = time.perf_counter()
+    outcomes = []
+    if not args.summary_only:
+        done = sum(is_complete(r.save_path, r.options.get("epochs")) for r in grid)
+        if done:
+            print(f"resuming: {done} of {len(grid)} runs already complete, skipping them")
+        given = runner.__qualname__ + " (given)"
+        print(f"runner: {'libmtl_repmtl.training.run_experiment' if runner is run_experiment else given}")
+        outcomes = execute(grid, _parse_kv(args.dataset_path, "--dataset_path"), args.device, runner=runner)
+    wall = time.perf_counter() - t0
+    failed = [o for o in outcomes if o.status == "failed"]
+    header = (f"Grid: benchmarks {desc['benchmarks']}, methods {desc['methods']}, seeds {desc['seeds']}, "
+              f"options {desc['options']}, device {args.device}, baseline {args.baseline}"
+              + ("." if args.summary_only else f", wall clock {wall:.0f} s."))
+    _, written = write_summary(grid, out, args.baseline, header, outcomes)
+    print(f"ran {sum(o.status == 'ran' for o in outcomes)}, skipped {sum(o.status == 'skipped' for o in outcomes)} "
+          f"(already complete), failed {len(failed)} in {wall:.1f}s; wrote {', '.join(str(p) for p in written)}")
+    for o in failed:
+        print(f"  failed: {o.run.label}: {o.error}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
