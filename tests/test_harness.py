@@ -184,3 +184,62 @@ def test_interrupted_trainer_run_is_resumed(tmp_path: Path) -> None:
     assert main(["--benchmarks", "multimnist", "--methods", "EW", "--epochs", "1", "--out", str(tmp_path)],
                 runner=runner) == 0
     assert seen == [{"resume": True, "epochs": 1, "seed": 0, "device": "cpu"}]
+
+
+@pytest.mark.parametrize("dry", [True, False])
+def test_unknown_method_or_benchmark_is_refused_before_anything_runs(tmp_path: Path, dry: bool) -> None:
+    flags = ["--dry-run"] if dry else []
+    with pytest.raises(SystemExit, match=r"--methods RepMLT: unknown weighting 'RepMLT'.*EW"):
+        main(["--benchmarks", "multimnist", "--methods", "EW", "RepMLT", "--out", str(tmp_path), *flags])
+    with pytest.raises(SystemExit, match=r"--benchmarks: unknown benchmark 'multimnst'; registered: .*multimnist"):
+        main(["--benchmarks", "multimnst", "--methods", "EW", "--out", str(tmp_path), *flags])
+    assert not any(tmp_path.iterdir())  # nothing ran, nothing written
+
+
+def test_only_files_written_are_reported(tmp_path: Path, capsys) -> None:
+    def runner(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    assert main(["--benchmarks", "multimnist", "--methods", "EW", "--epochs", "1", "--out", str(tmp_path)],
+                runner=runner) == 1
+    out = capsys.readouterr().out
+    assert f"wrote {tmp_path / 'summary.md'}, {tmp_path / 'summary.csv'}\n" in out
+    assert "delta_p.png" not in out and not (tmp_path / "delta_p.png").exists()
+
+
+def _row(method: str, seeds: int, dp: float | None, source: str = "ours") -> report.SummaryRow:
+    std = float("nan") if source == "published" else 0.5
+    return report.SummaryRow("multimnist", method, source, seeds, {"left/Acc": (0.9, 0.01)},
+                             None if dp is None else (dp, std), None, (1.0, 0.1), (100.0, 1.0), baseline="our STL")
+
+
+def test_summary_states_settings_and_shows_spread_only_with_two_seeds() -> None:
+    one = report.render_markdown([_row("EW", 1, -2.0), _row("RepMTL-small", 1, -1.0), _row("STL", 1, 0.0)])
+    assert "±" not in one and "one seed per method" in one
+    assert "published" not in one.lower()  # no published rows: no sentence about them
+    assert "- `RepMTL-small`: weighting RepMTL, architecture RepHPS, RepMTL_lambda_tsr=0.1, RepMTL_lambda_csa=0.1, " \
+           "RepMTL_tau=1.0, other settings at their defaults" in one
+    assert "- `EW`: weighting EW, architecture HPS, default settings" in one
+    assert "- `STL`: one EW / HPS run per task" in one
+    assert "| EW | ours | 1 | 0.9000 | -2.00 |" in one and "higher is better" in one
+    two = report.render_markdown([_row("EW", 2, -2.0), _row("RepMTL", 2, 1.0, "published")])
+    assert "0.9000 ± 0.0100" in two and "-2.00 ± 0.50" in two
+    assert "Rows marked *published*" in two and "| RepMTL (published) | published |" in two
+
+
+def test_plot_legend_covers_every_colour_stl_marker_and_direction() -> None:
+    from libmtl_repmtl.harness.plots import summary_figures
+
+    rows = [_row("EW", 2, -2.0), _row("RepMTL", 2, 1.0), _row("STL", 2, 0.0), _row("RepMTL", 3, 1.7, "published")]
+    figs = summary_figures(rows)
+    assert set(figs) == {"delta_p.png", "delta_p_vs_time.png"}
+    ax = figs["delta_p.png"].axes[0]
+    labels = {t.get_text() for t in ax.get_legend().get_texts()}
+    assert labels == {"Rep-MTL variants (ours, mean ± std)", "other methods (ours, mean ± std)",
+                      "STL (single-task reference)", "published (paper)"}
+    assert len(ax.patches) == 2  # EW and RepMTL bars; STL is a marker at 0, not an (empty) bar
+    assert "higher is better" in ax.get_ylabel()
+    cost = figs["delta_p_vs_time.png"].axes[0]
+    assert {t.get_text() for t in cost.get_legend().get_texts()} == {"Rep-MTL variants", "other methods",
+                                                                      "STL (all tasks' runs)"}
+    assert "higher is better" in cost.get_ylabel()

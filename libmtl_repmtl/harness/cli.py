@@ -12,8 +12,10 @@ Methods: any LibMTL weighting (``EW``, ``UW``, ``MGDA``, ...; architecture ``HPS
 
 Outputs (written atomically): ``OUT/summary.md``, ``OUT/summary.csv`` (per benchmark and method: mean +- std
 over seeds of every test metric at the best epoch, Δp_task, Δp_metric, seconds per epoch, peak memory,
-number of seeds; the paper's published Δp_task rows beside ours, marked ``published``), and PNG plots
-``OUT/delta_p.png`` (Δp_task with error bars) and ``OUT/delta_p_vs_time.png``.
+number of seeds; ± only with 2 or more seeds; each method's settings; the paper's published Δp_task rows beside
+ours, marked ``published``, where the benchmark has them), and PNG plots ``OUT/delta_p.png`` (Δp_task with
+error bars, STL a marker at 0) and ``OUT/delta_p_vs_time.png``. Every benchmark and method is checked before
+anything runs (``--dry-run`` too), and the command lists only the files it wrote.
 
 Δp baselines (``--baseline``): ``spec`` (the benchmark's published single-task row, as computed by the trainer),
 ``stl`` (our own single-task runs' mean over seeds), ``auto`` (default: ``spec`` where the benchmark has a
@@ -37,6 +39,7 @@ from libmtl_repmtl.harness.plan import SUITES, RunSpec, plan_grid
 from libmtl_repmtl.harness.report import write_summary
 from libmtl_repmtl.harness.runs import is_complete
 from libmtl_repmtl.training.experiment import run_experiment
+from libmtl_repmtl.training.trainer import resolve_architecture, resolve_weighting
 
 
 def _parse_kv(items: Sequence[str], what: str) -> dict[str, str]:
@@ -74,16 +77,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _validate(benchmarks: Sequence[str], methods: Sequence[str]) -> None:
+    """Refuse (``SystemExit`` naming the problem) an unknown benchmark, a method name that is no method, or
+    a method whose weighting or architecture the installed LibMTL and plugins do not have: before any run,
+    also for ``--dry-run``."""
     for b in benchmarks:
         try:
             get(b)
         except UnknownBenchmarkError as exc:
-            raise SystemExit(f"error: {exc}") from None
+            raise SystemExit(f"error: --benchmarks: {exc}") from None
     for m in methods:
         try:
-            method_spec(m)
+            spec = method_spec(m)
+            resolve_weighting(spec.weighting)
+            resolve_architecture(spec.arch)
         except ValueError as exc:
-            raise SystemExit(f"error: {exc}") from None
+            raise SystemExit(f"error: --methods {m}: {exc}") from None
 
 
 def resolve_grid(args: argparse.Namespace) -> tuple[list[RunSpec], dict[str, Any]]:

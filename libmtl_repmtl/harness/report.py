@@ -16,6 +16,7 @@ import numpy as np
 
 from libmtl_repmtl.benchmarks import canonical_name, find, names
 from libmtl_repmtl.harness.execute import Outcome
+from libmtl_repmtl.harness.methods import method_spec
 from libmtl_repmtl.harness.plan import RunSpec
 from libmtl_repmtl.harness.plots import plot_summary
 from libmtl_repmtl.harness.runs import Records, collect
@@ -137,20 +138,33 @@ def summarise(records: Records, baseline: str = "auto",
     return rows
 
 
-def _fmt(ms: MeanStd | None, digits: int = 2) -> str:
+def _fmt(ms: MeanStd | None, digits: int = 2, seeds: int = 2) -> str:
+    """``mean ± std``; the mean alone with fewer than 2 seeds or no std (published rows)."""
     if ms is None:
         return "–"
     mean, std = ms
     if math.isnan(std):
         return f"{mean:+.{digits}f}" if digits == 2 else f"{mean:.{digits}f}"
+    if seeds < 2:
+        return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def _fmt_dp(ms: MeanStd | None) -> str:
+def _fmt_dp(ms: MeanStd | None, seeds: int = 2) -> str:
     if ms is None:
         return "–"
     mean, std = ms
-    return f"{mean:+.2f}" if math.isnan(std) else f"{mean:+.2f} ± {std:.2f}"
+    return f"{mean:+.2f}" if math.isnan(std) or seeds < 2 else f"{mean:+.2f} ± {std:.2f}"
+
+
+def method_settings(method: str) -> str:
+    """One line saying what a grid method runs: weighting, architecture and the settings it overrides."""
+    spec = method_spec(method)
+    if spec.single_task:
+        return f"one {spec.weighting} / {spec.arch} run per task, each training only that task"
+    given = ", ".join(f"{k}={v}" for k, v in spec.weight_args.items())
+    return f"weighting {spec.weighting}, architecture {spec.arch}, " + (
+        f"{given}, other settings at their defaults" if given else "default settings")
 
 
 def _table(out: io.StringIO, brows: Sequence[SummaryRow]) -> None:
@@ -161,9 +175,10 @@ def _table(out: io.StringIO, brows: Sequence[SummaryRow]) -> None:
     out.write("|" + "|".join("---" for _ in head) + "|\n")
     for r in brows:
         cells = [r.method if r.source == "ours" else f"{r.method} (published)", r.source, str(r.n_seeds)]
-        cells += [_fmt(r.metrics.get(k), 4 if abs(r.metrics.get(k, (1, 0))[0]) < 1 else 2) for k in keys]
-        cells += [_fmt_dp(r.delta_p_task), _fmt_dp(r.delta_p_metric), _fmt(r.seconds_per_epoch),
-                  _fmt(r.peak_memory_mb, 1)]
+        n = r.n_seeds
+        cells += [_fmt(r.metrics.get(k), 4 if abs(r.metrics.get(k, (1, 0))[0]) < 1 else 2, n) for k in keys]
+        cells += [_fmt_dp(r.delta_p_task, n), _fmt_dp(r.delta_p_metric, n), _fmt(r.seconds_per_epoch, 2, n),
+                  _fmt(r.peak_memory_mb, 1, n)]
         out.write("| " + " | ".join(cells) + " |\n")
     out.write("\n")
 
@@ -174,9 +189,16 @@ def render_markdown(rows: Sequence[SummaryRow], header: str = "", problems: Sequ
     out.write("# Benchmark summary\n\n")
     if header:
         out.write(header.rstrip() + "\n\n")
-    out.write("Test metrics at the best epoch (chosen on validation), mean ± std over seeds. "
-              "Δp in percent against the single-task baseline named per table. Rows marked *published* are "
-              "the Rep-MTL paper's Δp_task (mean of 3 runs), not ours.\n\n")
+    ours = [r for r in rows if r.source == "ours"]
+    spread = ("mean ± std over seeds" if any(r.n_seeds >= 2 for r in ours) else "one seed per method (no spread)")
+    out.write(f"Test metrics at the best epoch (chosen on validation), {spread}. Δp in percent against the "
+              "single-task baseline named per table; higher is better.")
+    if any(r.source == "published" for r in rows):
+        out.write(" Rows marked *published* are the Rep-MTL paper's Δp_task (mean of 3 runs), not ours.")
+    out.write("\n\n## Methods\n\n")
+    for m in dict.fromkeys(r.method for r in ours):
+        out.write(f"- `{m}`: {method_settings(m)}\n")
+    out.write("\n")
     for b in dict.fromkeys(r.benchmark for r in rows):
         brows = [r for r in rows if r.benchmark == b]
         ours = [r for r in brows if r.source == "ours"]
@@ -232,5 +254,5 @@ def write_summary(grid: Sequence[RunSpec], out: Path, baseline: str = "auto", he
     return rows, written
 
 
-__all__ = ["SummaryRow", "delta_p", "has_baseline", "published_rows", "render_csv", "render_markdown", "summarise",
-           "write_summary"]
+__all__ = ["SummaryRow", "delta_p", "has_baseline", "method_settings", "published_rows", "render_csv",
+           "render_markdown", "summarise", "write_summary"]
