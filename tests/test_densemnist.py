@@ -17,7 +17,6 @@ from libmtl_repmtl.data.densemnist import (
     NUM_CLASSES,
     RELIEF,
     TASKS,
-    WALL_DEPTH,
     DenseMNISTConfig,
     build_densemnist,
     make_glyphs,
@@ -34,9 +33,9 @@ GLYPH_B = np.array([[0.2, 0.6, 0.0],
                     [1.0, 1.0, 0.05],
                     [0.0, 0.4, 0.0]])
 GLYPH_A = np.ones((2, 2))
-W = 5.0  # wall depth
+W = 0.0  # background: no valid depth
 # Owners: A at its four pixels (coverage 1: ink). B at (1,2) 0.6, (2,1) 1.0, (2,2) 1.0 (ink), (3,2) 0.4 (edge:
-# ignored); B's 0.2 at (1,1) is behind A; B's 0.05 at (2,3) is below FAINT = 0.1: the wall shows.
+# ignored); B's 0.2 at (1,1) is behind A; B's 0.05 at (2,3) is below FAINT = 0.1: background.
 GOLD_SEG = np.array([[4, 4, 0, 0, 0],
                      [4, 4, 8, 0, 0],
                      [0, 8, 8, 0, 0],
@@ -81,7 +80,7 @@ def test_hand_made_scene_golden_labels() -> None:
     np.testing.assert_allclose(scene.image, GOLD_IMAGE, rtol=0, atol=1e-6)
     for r in range(5):
         for c in range(5):
-            want = GOLD_NORMALS.get((r, c), [0.0, 0.0, 1.0])  # the wall faces the camera
+            want = GOLD_NORMALS.get((r, c), [0.0, 0.0, 0.0])  # background: no valid normal
             np.testing.assert_allclose(scene.normal[:, r, c], want, rtol=0, atol=1e-6, err_msg=f"pixel {(r, c)}")
     assert scene.segmentation.dtype == np.int64 and scene.depth.dtype == np.float32
 
@@ -153,11 +152,10 @@ def test_splits_shapes_determinism_and_no_leakage() -> None:
         assert src.shape == (len(a[split]), 3) and all(len(set(row)) == 3 for row in src.tolist())
         seg, depth, normal = (a[split].labels[t] for t in TASKS)
         assert int(seg.min()) >= IGNORE and int(seg.max()) < NUM_CLASSES
-        invalid = seg == IGNORE
+        invalid = seg <= 0  # ignored pixels and background have no depth and no normal
         assert torch.equal(invalid, depth[:, 0] == 0) and torch.equal(invalid, normal.norm(dim=1) == 0)
         torch.testing.assert_close(normal.norm(dim=1)[~invalid], torch.ones(int((~invalid).sum())))
-        assert torch.all(depth[:, 0][seg == 0] == WALL_DEPTH)
-        assert torch.all((depth[:, 0][seg > 0] > 0) & (depth[:, 0][seg > 0] < FAR))
+        assert torch.all((depth[:, 0][seg > 0] > NEAR - RELIEF) & (depth[:, 0][seg > 0] < FAR))
     used = {s: set(a[s].sources.ravel().tolist()) for s in a}
     assert not used["train"] & used["val"] and not used["train"] & used["test"] and not used["val"] & used["test"]
     c = build_densemnist(DenseMNISTConfig(n_train=40, n_val=12, n_test=12, seed=2), digits)
@@ -171,7 +169,7 @@ def test_nyuv2_losses_and_metrics_score_the_labels_as_perfect() -> None:
     sm, dm, nm = SegMetric(NUM_CLASSES), DepthMetric(), NormalMetric()
     sm.update_fun(logits, seg)
     dm.update_fun(depth, depth)
-    nm.update_fun(normal + (normal.norm(dim=1, keepdim=True) == 0).float(), normal)  # any prediction at invalid px
+    nm.update_fun(normal + (normal.norm(dim=1, keepdim=True) == 0).float(), normal)  # anything at invalid pixels
     assert sm.score_fun() == [1.0, 1.0]
     assert dm.score_fun() == [0.0, 0.0]
     mean, median, *within = nm.score_fun()

@@ -10,10 +10,12 @@ NYUv2's segmentation / depth / normal do:
 * ``depth``: the depth of the visible surface, ``0`` invalid;
 * ``normal``: the unit normal of the visible surface, ``(0, 0, 0)`` invalid.
 
-Geometry (an orthographic camera looking at a wall, digits as raised ink):
+Geometry (an orthographic camera, digits as raised ink, nothing else within the depth range):
 
-* The **wall** (background) is at depth :data:`WALL_DEPTH` = 5 and faces the camera: normal ``(0, 0, 1)``,
-  image value 0. It is a valid surface for every task (as NYUv2's walls are).
+* The **background** (image value 0) lies beyond the depth sensor's range: like NYUv2's pixels without a
+  Kinect return it has no valid depth (``0``) and no valid normal (``0``); segmentation labels it class ``0``.
+  (A valid flat wall would make ~85% of the depth and normal pixels trivial and let a constant prediction score
+  well on both.)
 * Digit ``k`` has a coverage map ``s_k`` (its glyph's ink in ``[0, 1]`` pasted on the canvas, 0 elsewhere) and a
   base depth ``D_k``. The ``K`` base depths fill ``K`` disjoint bins of ``[NEAR, FAR] = [1, 4]``
   (``D = NEAR + w (b + 0.25 + 0.5 u)``, bin ``b``, ``w = (FAR - NEAR) / K``, ``u ~ U[0, 1)``), so two digits are at
@@ -27,7 +29,7 @@ Geometry (an orthographic camera looking at a wall, digits as raised ink):
   (FAR - NEAR)`` (nearer is brighter: the cue a model has for depth, besides occlusion).
 
 Labels, per pixel: the **owner** is the nearest digit whose coverage there exceeds :data:`FAINT` (= 0.1). No
-owner: wall (class 0, depth 5, normal ``(0, 0, 1)``). Owner coverage ``>=`` :data:`INK` (= 0.5): the owner's
+owner: background (class 0, depth ``0``, normal ``0``). Owner coverage ``>=`` :data:`INK` (= 0.5): the owner's
 class, depth and normal. Owner coverage in ``(FAINT, INK)`` (an anti-aliased stroke edge, where a pixel is part
 ink and part whatever lies behind): ignored in every task (label ``-1``, depth ``0``, normal ``0``), NYUv2's
 conventions for pixels without a trustworthy label.
@@ -61,8 +63,8 @@ NUM_CLASSES: int = 11
 IGNORE: int = -1
 #: Side of a digit glyph on the canvas, and the central crop of the 28 x 28 MNIST digit it is averaged from.
 GLYPH, CROP = 16, 24
-#: Depth range of the digits' base planes, and the wall's depth.
-NEAR, FAR, WALL_DEPTH = 1.0, 4.0, 5.0
+#: Depth range of the digits' base planes.
+NEAR, FAR = 1.0, 4.0
 #: Height of full ink above its digit's plane (depth units) and the width of a pixel (depth units).
 RELIEF, PIXEL = 0.3, 0.15
 #: Coverage above which a digit is visible at a pixel, and at or above which the pixel is its ink.
@@ -129,9 +131,8 @@ def render_scene(glyphs: Sequence[np.ndarray], labels: Sequence[int], positions:
                          f"got {list(depths)}")
     image = np.zeros((canvas, canvas), np.float64)
     seg = np.zeros((canvas, canvas), np.int64)
-    depth = np.full((canvas, canvas), WALL_DEPTH, np.float64)
+    depth = np.zeros((canvas, canvas), np.float64)
     normal = np.zeros((3, canvas, canvas), np.float64)
-    normal[2] = 1.0
     owned = np.zeros((canvas, canvas), bool)  # a nearer digit already owns the pixel
     for k in np.argsort(np.asarray(depths, dtype=np.float64)):  # near to far
         g = np.asarray(glyphs[k], dtype=np.float64)
@@ -246,7 +247,8 @@ def build_split(glyphs: np.ndarray, labels: np.ndarray, pool: np.ndarray, n: int
 def pretext_inputs(images: np.ndarray, rng: np.random.Generator, canvas: int = 32) -> Tensor:
     """Single digits as DenseMNIST shows digits, for the encoder's pretext (digit classification): each
     ``(28, 28)`` digit's glyph alone at a random position and a random base depth in ``[NEAR, FAR]`` (so at the
-    brightness of that depth) on a ``canvas x canvas`` wall. Returns ``(n, 1, canvas, canvas)`` normalised."""
+    brightness of that depth) on an empty ``canvas x canvas`` background. Returns ``(n, 1, canvas, canvas)``
+    normalised."""
     glyphs = make_glyphs(images)
     pos, depth = sample_layouts(len(glyphs), 1, canvas, rng)
     x = np.stack([render_scene([g], [0], [tuple(p[0])], [d[0]], canvas).image for g, p, d in zip(glyphs, pos, depth)])
@@ -274,5 +276,5 @@ def build_densemnist(config: DenseMNISTConfig = DenseMNISTConfig(),
 
 
 __all__ = ["CROP", "FAINT", "FAR", "GLYPH", "IGNORE", "INK", "MAX_DIGITS", "NEAR", "NUM_CLASSES", "PIXEL", "RELIEF",
-           "TASKS", "WALL_DEPTH", "DenseMNIST", "DenseMNISTConfig", "Scene", "build_densemnist", "build_split",
+           "TASKS", "DenseMNIST", "DenseMNISTConfig", "Scene", "build_densemnist", "build_split",
            "make_glyphs", "normalise", "pretext_inputs", "render_scene", "sample_layouts"]
