@@ -18,6 +18,7 @@ from libmtl_repmtl.models.pretext import (
     pretext_digits,
     pretext_weights,
     pretrain,
+    pretrained_encoder_class,
 )
 from libmtl_repmtl.models.pretrained import PretrainedWeightsError
 
@@ -167,3 +168,17 @@ def test_apply_cpu_pretrained_choices(tmp_path, monkeypatch) -> None:
     torch.save(DenseMNISTEncoder(channels=8).state_dict(), tmp_path / "narrow.pt")
     with pytest.raises(PretrainedWeightsError, match="shape mismatch"):
         apply_cpu_pretrained(other, str(tmp_path / "narrow.pt"), RECIPE)
+
+
+def test_encoder_factory_loads_what_pretrained_says(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    digits = fake_digits()
+    monkeypatch.setattr(pretext, "load_mnist_digits", lambda: digits)
+    cached = pretext_weights(RECIPE, 2, digits=digits)
+    enc = pretrained_encoder_class(RECIPE, "pretext", data_seed=2)()
+    assert isinstance(enc, DenseMNISTEncoder) and enc.pretrained_source == f"pretext:{cached.path}"
+    assert _equal(enc.state_dict(), cached.state_dict)
+    torch.manual_seed(5)
+    plain = pretrained_encoder_class(RECIPE, None)()
+    torch.manual_seed(5)
+    assert plain.pretrained_source == "none" and _equal(plain.state_dict(), DenseMNISTEncoder().state_dict())

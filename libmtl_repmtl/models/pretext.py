@@ -268,5 +268,19 @@ def apply_cpu_pretrained(encoder: nn.Module, pretrained: str | os.PathLike[str] 
     return choice
 
 
+def pretrained_encoder_class(recipe: PretextRecipe, pretrained: str | os.PathLike[str] | None,
+                             data_seed: int = 0) -> Callable[[], nn.Module]:
+    """A zero-argument encoder factory (LibMTL's ``encoder_class``) that builds ``recipe``'s encoder and
+    initialises it as ``--pretrained`` asks (:func:`apply_cpu_pretrained`); the encoder's ``pretrained_source``
+    attribute says what was loaded."""
+
+    def build() -> nn.Module:
+        encoder = recipe.encoder()
+        encoder.pretrained_source = apply_cpu_pretrained(encoder, pretrained, recipe, int(data_seed or 0))
+        return encoder
+
+    return build
+
+
 __all__ = ["CACHE_ENV", "CHOICES", "FORMAT", "PretextRecipe", "PretextWeights", "apply_cpu_pretrained", "cache_dir",
-           "load_encoder_weights", "pretext_digits", "pretext_weights", "pretrain"]
+           "load_encoder_weights", "pretext_digits", "pretext_weights", "pretrain", "pretrained_encoder_class"]
