@@ -40,8 +40,11 @@ _PROBE = textwrap.dedent(r"""
         from LibMTL.metrics import AccMetric
         return {t: {"metrics": ["Acc"], "metrics_fn": AccMetric(), "loss_fn": CELoss(), "weight": [1]} for t in tasks}
 
+    def arg(cls):  # the flavour's Trainer takes names (git version) or classes (1.1.5)
+        return cls.__name__ if TAKES_NAMES else cls
+
     def make_trainer(weighting, tasks=("a", "b"), rep_grad=False, **kw):
-        return LibMTL.Trainer(task_dict(list(tasks)), weighting, LibMTL.architecture.HPS,
+        return LibMTL.Trainer(task_dict(list(tasks)), arg(weighting), arg(LibMTL.architecture.HPS),
                               lambda: nn.Linear(4, 4), nn.ModuleDict({t: nn.Linear(4, 3) for t in tasks}),
                               rep_grad, False, {"optim": "sgd", "lr": 0.1}, None,
                               weight_args=kw.pop("weight_args", {}), arch_args={}, **kw)
@@ -139,8 +142,8 @@ def _fresh(code: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def observed() -> dict:
-    proc = _fresh(_PROBE)
+def observed(libmtl_flavour) -> dict:
+    proc = _fresh(f"TAKES_NAMES = {libmtl_flavour.trainer_takes_names}\n" + _PROBE)
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("JSON"))
     return json.loads(line[4:])
@@ -149,8 +152,11 @@ def observed() -> dict:
 NO_CUDA = not torch.cuda.is_available()
 
 
-def test_torchvision_models_utils_shim(observed: dict) -> None:
-    assert "torchvision.models.utils" in observed["import_without_shim"]
+def test_torchvision_models_utils_shim(observed: dict, libmtl_flavour) -> None:
+    if not libmtl_flavour.imports_without_shim:  # LibMTL 1.1.5; the git version falls back to torch.hub itself
+        assert "torchvision.models.utils" in observed["import_without_shim"]
+    else:
+        assert observed["import_without_shim"] == "ok"
     assert observed["pre"] == {"torchvision-models-utils": True}
     assert observed["again_pre"] == {"torchvision-models-utils": False}
 
@@ -163,47 +169,61 @@ def test_trainer_device(observed: dict) -> None:
     assert observed["settable_device"] == "cpu"
 
 
+def _applied_iff(observed: dict, name: str, symptom: bool) -> None:
+    """A patch is applied exactly where the pristine LibMTL showed its symptom."""
+    assert observed["applied"][name] is symptom, (name, symptom)
+    assert observed["state"][name] == ("applied" if symptom else "not needed")
+
+
 def test_process_data_next(observed: dict) -> None:
-    assert "next" in observed["before"]["process_data"]
+    before = observed["before"]
+    # 1.1.5: iterator.next() fails; both flavours: the bare except swallows a dataset's error
+    assert "next" in before["process_data"] or before["process_data_error"] == "swallowed"
+    _applied_iff(observed, "process-data-next", True)
     assert observed["after"]["process_data"] == "ok"
     assert observed["after"]["process_data_error"] == "raised: broken sample"  # no longer swallowed
 
 
 def test_reset_grad_none(observed: dict) -> None:
-    assert "NoneType" in observed["before"]["pcgrad_step"]
+    symptom = "NoneType" in observed["before"]["pcgrad_step"]
+    assert symptom or observed["before"]["pcgrad_step"] == "ok"
+    _applied_iff(observed, "reset-grad-none", symptom)
     assert observed["after"]["pcgrad_step"] == "ok"
 
 
 def test_zero_grad_share_params(observed: dict) -> None:
-    assert observed["before"]["zero_grad_keeps_tensors"] is False
+    _applied_iff(observed, "zero-grad-share-params", observed["before"]["zero_grad_keeps_tensors"] is False)
     assert observed["after"]["zero_grad_keeps_tensors"] is True
 
 
 def test_grad2vec_dtype(observed: dict) -> None:
-    assert observed["before"]["grad2vec_dtype"] == "torch.float32"
+    assert observed["before"]["grad2vec_dtype"] in {"torch.float32", "torch.float64"}
+    _applied_iff(observed, "grad2vec-device", observed["before"]["grad2vec_dtype"] == "torch.float32")
     assert observed["after"]["grad2vec_dtype"] == "torch.float64"
 
 
 def test_same_rep(observed: dict) -> None:
-    assert observed["before"]["rep_is_dict"] is True
-    assert observed["before"]["mgda_rep_grad_encoder_backwards"] == 3  # once per task
+    symptom = observed["before"]["rep_is_dict"]
+    assert observed["before"]["mgda_rep_grad_encoder_backwards"] == (3 if symptom else 1)  # 3: once per task
+    _applied_iff(observed, "same-rep", symptom)
     assert observed["after"]["rep_is_dict"] is False
     assert observed["after"]["mgda_rep_grad_encoder_backwards"] == 1
 
 
 def test_cagrad_task_count(observed: dict) -> None:
-    assert "reshape" in observed["before"]["cagrad_2_tasks"]
+    symptom = "reshape" in observed["before"]["cagrad_2_tasks"]
+    assert symptom or observed["before"]["cagrad_2_tasks"] == "ok"
+    _applied_iff(observed, "cagrad-task-count", symptom)
     assert observed["after"]["cagrad_2_tasks"] == "ok"
 
 
 def test_every_patch_applied_once(observed: dict) -> None:
     names = [p.name for p in compat.patches() if p.phase == "post-import"]
-    expected = {n: True for n in names}
-    if not NO_CUDA:
-        expected["trainer-device"] = True  # detected with torch.cuda.is_available() forced False
-    assert observed["applied"] == expected
+    assert set(observed["applied"]) == set(names)
+    assert observed["applied"]["trainer-device"] is True  # both flavours hard-code cuda:0 (probed without CUDA)
     assert observed["again"] == {n: False for n in names}
-    assert all(v == "applied" for v in observed["state"].values())
+    for name in names:
+        assert observed["state"][name] == ("applied" if observed["applied"][name] else "not needed"), name
 
 
 def test_patches_are_documented() -> None:
@@ -299,13 +319,14 @@ def test_resolve_device(monkeypatch: pytest.MonkeyPatch) -> None:
             compat.resolve_device("cuda:1")
 
 
-def test_trainer_device_env_and_keyword(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_trainer_device_env_and_keyword(monkeypatch: pytest.MonkeyPatch, capsys, libmtl_flavour) -> None:
     from LibMTL.loss import CELoss
     from LibMTL.metrics import AccMetric
 
     def make(**kw):
         td = {"a": {"metrics": ["Acc"], "metrics_fn": AccMetric(), "loss_fn": CELoss(), "weight": [1]}}
-        return LibMTL.Trainer(td, LibMTL.weighting.UW, LibMTL.architecture.HPS, lambda: nn.Linear(2, 2),
+        return LibMTL.Trainer(td, libmtl_flavour.arg(LibMTL.weighting.UW), libmtl_flavour.arg(LibMTL.architecture.HPS),
+                              lambda: nn.Linear(2, 2),
                               nn.ModuleDict({"a": nn.Linear(2, 2)}), False, False, {"optim": "sgd", "lr": 0.1}, None,
                               weight_args={}, arch_args={}, **kw)
 
@@ -320,36 +341,60 @@ def test_trainer_device_env_and_keyword(monkeypatch: pytest.MonkeyPatch, capsys)
             make(device="cuda:1")
 
 
-# ------------------------------------------------------------------ scipy
-_BLOCK_SCIPY = textwrap.dedent("""
+# ------------------------------------------------------------------ undeclared dependencies (scipy; the git version's)
+_BLOCK = textwrap.dedent("""
     import sys
     class Block:
         def find_spec(self, name, path=None, target=None):
-            if name == "scipy" or name.startswith("scipy."):
+            if name == BLOCKED or name.startswith(BLOCKED + "."):
                 raise ModuleNotFoundError("No module named %r" % name, name=name)
             return None
     sys.meta_path.insert(0, Block())
 """)
 
 
-@pytest.mark.parametrize("autoload", ["0", "1"])
-def test_missing_scipy_is_explained(autoload: str) -> None:
-    code = _BLOCK_SCIPY + textwrap.dedent("""
+def _import_blocked(module: str, autoload: str) -> subprocess.CompletedProcess[str]:
+    code = f"BLOCKED = {module!r}\n" + _BLOCK + textwrap.dedent("""
         try:
             if AUTOLOAD == "1":
                 import LibMTL
             else:
                 from libmtl_repmtl.libmtl.compat import ensure_libmtl
                 ensure_libmtl()
+            print("OK")
         except ImportError as exc:
             print("ERR", type(exc).__name__, exc)
     """).replace("AUTOLOAD", repr(autoload))
     if autoload == "1":
         # the finder must sit behind the autoload hook, which is installed at interpreter start
         code = "import libmtl_repmtl_autoload\n" + code
-    proc = _fresh(code, LIBMTL_REPMTL_AUTOLOAD=autoload)
+    return _fresh(code, LIBMTL_REPMTL_AUTOLOAD=autoload)
+
+
+@pytest.mark.parametrize("autoload", ["0", "1"])
+def test_missing_scipy_is_explained(autoload: str) -> None:
+    proc = _import_blocked("scipy", autoload)
     assert "ERR MissingDependencyError" in proc.stdout, proc.stdout + proc.stderr[-2000:]
     assert "pip install" in proc.stdout and "scipy" in proc.stdout
+
+
+@pytest.mark.parametrize("module", ["cvxpy", "qpsolvers", "torch_geometric"])
+def test_missing_git_version_dependency_is_explained(module: str, libmtl_flavour) -> None:
+    """LibMTL 1.1.5 imports without them; the git version needs them at import: then the error says so."""
+    proc = _import_blocked(module, "0")
+    out = proc.stdout.strip()
+    assert out == "OK" or out.startswith("ERR MissingDependencyError"), proc.stdout + proc.stderr[-2000:]
+    if out != "OK":
+        assert module in out and "pip install 'libmtl_repmtl[libmtl-git]'" in out
+    if libmtl_flavour.bilevel:  # the git version (its Trainer runs bilevel methods) imports all three
+        assert out != "OK"
+
+
+@pytest.mark.parametrize("module", sorted(compat.UNDECLARED_DEPENDENCIES))
+def test_explain_import_error_names_the_install(module: str) -> None:
+    err = compat.explain_import_error(ModuleNotFoundError(f"No module named '{module}.x'", name=f"{module}.x"))
+    assert isinstance(err, compat.MissingDependencyError) and isinstance(err, ImportError)
+    assert f"LibMTL needs {module}" in str(err) and "pip install" in str(err) and err.name == f"{module}.x"
 
 
 def test_explain_import_error_ignores_others() -> None:

@@ -13,6 +13,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
+
+from libmtl_repmtl.libmtl import flavour
+from libmtl_repmtl.libmtl.bases import AbsWeighting
 
 PLUGIN_DIST = Path(__file__).resolve().parent / "fixtures" / "plugin_dist"
 
@@ -68,10 +72,10 @@ def prep(argv):
 out["plugin_kwargs"], out["plugin_optim"], out["plugin_text"] = kw, optim, text
 (kw, optim, sched), text = prep(["--weighting", "DWA", "--T", "3"])
 out["builtin_kwargs"] = kw
-(kw, optim, sched), text = prep(["--weighting", "DIY"])
+(kw, optim, sched), text = prep(["--arch", "DIY"])
 out["diy_kwargs"] = kw
 for argv in (["--weighting", "Nope"], ["--arch", "NoArch"], ["--weighting", "HalfEW", "--arch", "NoArch"],
-             ["--optim", "nonsense"]):
+             ["--weighting", "PCGrad", "--arch", "NoArch2"], ["--optim", "nonsense"]):
     try:
         prep(argv)
         out["error " + argv[1]] = None
@@ -88,20 +92,21 @@ from LibMTL.loss import CELoss
 from LibMTL.metrics import AccMetric
 td = {t: {"metrics": ["Acc"], "metrics_fn": AccMetric(), "loss_fn": CELoss(), "weight": [1]} for t in "ab"}
 with contextlib.redirect_stdout(io.StringIO()):
-    tr = LibMTL.Trainer(td, LibMTL.weighting.HalfEW, LibMTL.architecture.TinyHPS, lambda: nn.Linear(4, 4),
+    tr = LibMTL.Trainer(td, ARG(LibMTL.weighting.HalfEW), ARG(LibMTL.architecture.TinyHPS), lambda: nn.Linear(4, 4),
                         nn.ModuleDict({t: nn.Linear(4, 3) for t in "ab"}), False, False,
                         {"optim": "sgd", "lr": 0.1}, None, weight_args={"HalfEW_scale": 0.25},
                         arch_args={"TinyHPS_tag": "x"})
     data = [(torch.randn(4, 4), {t: torch.randint(0, 3, (4,)) for t in "ab"})] * 2
-    w = tr.train(data, data, 1, return_weight=True)
-out["trained_tag"], out["trained_w"] = tr.model.tag, w.tolist()
+    tr.train(data, data, 1, return_weight=True)  # the git version's train() drops the returned weights
+out["trained_tag"], out["trained_w"] = tr.model.tag, tr.batch_weight.tolist()
 print("JSON" + json.dumps(out))
 """
 
 
 @pytest.fixture(scope="module")
-def registered() -> dict:
-    return json_out(fresh(_REGISTER))
+def registered(libmtl_flavour) -> dict:
+    arg = "(lambda c: c.__name__)" if libmtl_flavour.trainer_takes_names else "(lambda c: c)"
+    return json_out(fresh(f"ARG = {arg}\n" + _REGISTER))
 
 
 def test_discovery_reads_every_distribution(registered: dict) -> None:
@@ -165,7 +170,7 @@ def test_prepare_args_with_plugins(registered: dict) -> None:
 
 def test_prepare_args_builtins_unchanged(registered: dict) -> None:
     assert registered["builtin_kwargs"] == {"weight_args": {"T": 3.0}, "arch_args": {}}
-    assert registered["diy_kwargs"] == {"weight_args": {}, "arch_args": {}}  # LibMTL's DIY still accepted
+    assert registered["diy_kwargs"] == {"weight_args": {}, "arch_args": {}}  # LibMTL's --arch DIY still accepted
 
 
 def test_unknown_names_list_everything(registered: dict) -> None:
@@ -176,7 +181,10 @@ def test_unknown_names_list_everything(registered: dict) -> None:
         assert name in msg, name
     kind, msg = registered["error NoArch"]
     assert kind == "UnknownMethodError" and "HPS" in msg and "TinyHPS" in msg and "MTAN" in msg
-    assert registered["error HalfEW"][0] == "UnknownMethodError"  # plugin weighting, unknown architecture
+    kind, msg = registered["error HalfEW"]  # plugin weighting, unknown architecture: the message names --arch
+    assert kind == "UnknownMethodError" and msg.startswith("unknown architecture 'NoArch' (--arch)")
+    kind, msg = registered["error PCGrad"]  # built-in weighting, unknown architecture
+    assert kind == "UnknownMethodError" and msg.startswith("unknown architecture 'NoArch2' (--arch)")
     assert registered["error nonsense"][0] == "ValueError"  # LibMTL's own errors pass through
     assert "HalfEW" in registered["lookup_error"]
     assert registered["lookup_HalfEW"] == "HalfEW"
@@ -231,3 +239,105 @@ def test_in_process_api_without_test_plugins() -> None:
         host.available("optimizer")
     text = host.format_available()
     assert text.startswith("weightings:") and "architectures:" in text
+
+
+# ------------------------------------------------------------------ every name the installed LibMTL accepts
+_PROTOCOL_PROBE = """
+import json, io, contextlib
+import libmtl_repmtl
+from libmtl_repmtl.libmtl import flavour, host
+libmtl_repmtl.register()
+from LibMTL.config import LibMTL_args, prepare_args
+out = {"accepted": {k: flavour.accepted_names(k) for k in host.GROUPS}, "available": host.available(),
+       "help": {a.dest: a.help for a in LibMTL_args._actions if a.dest in ("weighting", "arch")},
+       "bilevel": list(host.bilevel_methods()), "takes_names": host.trainer_takes_names(), "errors": {}}
+out["protocols"] = {n: [p.loss_samples, p.update_after_step, p.bilevel, p.has_class, p.model_weighting,
+                        sorted(p.weight_args)]
+                    for n in out["available"]["weighting"] for p in [host.protocol(n)]}
+for name in out["available"]["weighting"]:
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            prepare_args(LibMTL_args.parse_args(["--weighting", name, "--arch", "Foo"]))
+    except ValueError as exc:
+        out["errors"][name] = [type(exc).__name__, str(exc)]
+for kind, name in (("weighting", "Nope"), ("architecture", "DIY"), *[("weighting", b) for b in out["bilevel"]]):
+    try:
+        host.lookup(kind, name)
+    except ValueError as exc:
+        out["lookup " + name] = [type(exc).__name__, str(exc)]
+print("JSON" + json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def protocols() -> dict:
+    return json_out(fresh(_PROTOCOL_PROBE, plugins=False))
+
+
+def test_every_accepted_name_is_available_and_in_the_help(protocols: dict) -> None:
+    for kind, dest in (("weighting", "weighting"), ("architecture", "arch")):
+        assert set(protocols["accepted"][kind]) <= set(protocols["available"][kind]), kind
+        for name in protocols["available"][kind]:
+            assert name in protocols["help"][dest], (kind, name)
+    assert "DIY" in protocols["available"]["architecture"]  # both flavours' prepare_args accept --arch DIY
+    assert not {"adam", "sgd", "weight_args", "T"} & set(protocols["available"]["weighting"])  # not method names
+
+
+def test_the_wrong_argument_is_named(protocols: dict) -> None:
+    """``--weighting X --arch Foo`` with every available weighting X: the error is about --arch."""
+    assert set(protocols["errors"]) == set(protocols["available"]["weighting"])
+    for name, (kind, msg) in protocols["errors"].items():
+        assert kind == "UnknownMethodError" and msg.startswith("unknown architecture 'Foo' (--arch)"), name
+
+
+def test_protocol_facts(protocols: dict) -> None:
+    table = protocols["protocols"]
+    assert table["EW"] == [1, None, False, True, "EW", []]
+    assert table["RepMTL"][:4] == [1, None, False, True]
+    if "MoDo" in table:  # the git version: several loss samples, update after the step
+        assert table["MoDo"][0] == 3 and table["SDMGrad"][0] == 3
+        assert table["FAMO"][1] == "update_w" and table["FAMO"][0] == 1
+    for name in protocols["bilevel"]:
+        samples, update, bilevel, has_class, model_weighting, args = table[name]
+        assert bilevel and not has_class and model_weighting == "EW" and {"outer_lr", "inner_step"} <= set(args)
+    assert all(not row[2] for n, row in table.items() if n not in protocols["bilevel"])
+
+
+def test_names_without_a_class_are_refused_with_the_reason(protocols: dict) -> None:
+    kind, msg = protocols["lookup Nope"]
+    assert kind == "UnknownMethodError" and "(--weighting)" in msg and "EW" in msg
+    kind, msg = protocols["lookup DIY"]
+    assert kind == "NoClassError" and "your own class" in msg
+    for name in protocols["bilevel"]:
+        kind, msg = protocols["lookup " + name]
+        assert kind == "NoClassError" and "bilevel" in msg and "outer_lr" in msg
+
+
+def test_flavour_matches_the_trainer(protocols: dict, libmtl_flavour) -> None:
+    assert protocols["takes_names"] is libmtl_flavour.trainer_takes_names
+    assert tuple(protocols["bilevel"]) == libmtl_flavour.bilevel
+    if libmtl_flavour.bilevel:
+        assert libmtl_flavour.trainer_takes_names  # only the name-taking Trainer has bilevel methods
+
+
+def test_loss_samples_probe_finds_what_backward_indexes() -> None:
+    """A weighting whose backward reads rows 0..2 of ``losses`` (each a (T,) vector) needs 3 samples."""
+
+    class ThreeRows(AbsWeighting):
+        def backward(self, losses, **kwargs):
+            sum(losses[i][0] + losses[i][1] for i in range(3)).backward()
+
+    class OneRow(AbsWeighting):
+        def backward(self, losses, **kwargs):
+            assert losses.shape == (2,)
+            (losses[0] + losses[1]).backward()
+
+    class Broken(AbsWeighting):
+        def backward(self, losses, **kwargs):
+            raise RuntimeError("always\nsecond line")
+
+    assert flavour._loss_samples(ThreeRows, {}) == (3, "")
+    assert flavour._loss_samples(OneRow, {}) == (1, "")
+    samples, note = flavour._loss_samples(Broken, {})
+    assert samples == 1 and "RuntimeError: always" in note and "second line" not in note
+    assert torch.is_grad_enabled()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from libmtl_repmtl import cli
-from libmtl_repmtl.libmtl import runner
+from libmtl_repmtl.libmtl import host, runner
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "plugin_dist"
 
@@ -96,6 +96,10 @@ def test_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["list"]) == 0
     text = capsys.readouterr().out
     assert "weightings:" in text and "  EW" in text and "architectures:" in text and "  HPS" in text
+    names = host.available()
+    for kind in ("weighting", "architecture"):  # every name the installed LibMTL accepts (DIY, MOML, ...)
+        for name in names[kind]:
+            assert f"\n  {name}" in text, (kind, name)
     assert cli.main(["list", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert "CAGrad" in data["available"]["weighting"]

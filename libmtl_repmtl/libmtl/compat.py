@@ -107,19 +107,38 @@ def resolve_device(spec: Any = None) -> Any:
     return device
 
 
+#: Top-level module -> (what in LibMTL imports it when ``import LibMTL`` runs, the ``pip install`` arguments).
+#: LibMTL declares none of them (its git version's requirements.txt lists them, its setup.py does not).
+UNDECLARED_DEPENDENCIES: dict[str, tuple[str, str]] = {
+    "scipy": ("its CAGrad (and the git version's FairGrad) weighting imports scipy.optimize",
+              "'scipy>=1.8'  (libmtl_repmtl declares it; a --no-deps install skips it)"),
+    "cvxpy": ("the git version's Trainer and Nash_MTL weighting import cvxpy",
+              "'libmtl_repmtl[libmtl-git]'  (or: pip install cvxpy ecos)"),
+    "qpsolvers": ("the git version's UPGrad weighting imports qpsolvers",
+                  "'libmtl_repmtl[libmtl-git]'  (or: pip install qpsolvers quadprog)"),
+    "torch_geometric": ("the git version's Trainer imports torch_geometric",
+                        "'libmtl_repmtl[libmtl-git]'  (or: pip install torch-geometric)"),
+}
+
+
 def explain_import_error(exc: BaseException) -> MissingDependencyError | None:
     """A clear :class:`MissingDependencyError` for ``import LibMTL`` failing on a missing dependency, else None.
 
-    Symptom: ``import LibMTL`` fails with ``No module named 'scipy'``. Cause: LibMTL imports ``scipy.optimize``
-    (its CAGrad weighting) at package import but does not declare scipy. Cure: this package declares scipy;
-    where it is missing anyway, say so and how to install it.
+    Symptom: ``import LibMTL`` fails with ``No module named 'scipy'`` (1.1.5 and the git version) or
+    ``'cvxpy'``, ``'qpsolvers'``, ``'torch_geometric'`` (the git version). Cause: LibMTL imports them at
+    package import but does not declare them. Cure: this package declares scipy, and its extra
+    ``libmtl_repmtl[libmtl-git]`` installs the git version's; where one is missing anyway, say which, why and
+    the ``pip install`` command (:data:`UNDECLARED_DEPENDENCIES`).
     """
-    if isinstance(exc, ModuleNotFoundError) and exc.name and exc.name.split(".")[0] == "scipy":
-        return MissingDependencyError(
-            f"LibMTL needs scipy (its CAGrad weighting imports scipy.optimize when LibMTL is imported), but "
-            f"{exc.name!r} is not installed. Install it: pip install 'scipy>=1.8' "
-            f"(libmtl_repmtl declares it; a --no-deps install skips it).", name=exc.name)
-    return None
+    if not (isinstance(exc, ModuleNotFoundError) and exc.name):
+        return None
+    top = exc.name.split(".")[0]
+    if top not in UNDECLARED_DEPENDENCIES:
+        return None
+    why, install = UNDECLARED_DEPENDENCIES[top]
+    return MissingDependencyError(
+        f"LibMTL needs {top} ({why} when LibMTL is imported), but {exc.name!r} is not installed. "
+        f"Install it: pip install {install}.", name=exc.name)
 
 
 # ============================================================================================ pre-import
@@ -231,6 +250,10 @@ def _patch_trainer_device(libmtl: Any) -> bool:
     return True
 
 
+class _BrokenSample(Exception):
+    """Raised by the probe's iterator: a data error that ``_process_data`` must not swallow."""
+
+
 def _process_data_symptom(trainer_cls: type) -> bool:
     import torch
 
@@ -240,20 +263,30 @@ def _process_data_symptom(trainer_cls: type) -> bool:
         trainer_cls._process_data(fake, [batches, iter(batches)])
     except AttributeError as exc:
         return "next" in str(exc)
-    return False
+
+    def broken() -> Any:
+        raise _BrokenSample("probe")
+        yield  # a generator
+
+    try:
+        trainer_cls._process_data(fake, [batches, broken()])
+    except _BrokenSample:
+        return False
+    return True  # the data error was swallowed and the loader restarted
 
 
 def _patch_process_data(libmtl: Any) -> bool:
     """Symptom: training fails at the first batch with ``AttributeError: '..._DataLoaderIter' object has no
-    attribute 'next'``.
+    attribute 'next'`` (LibMTL 1.1.5), or an error raised by the dataset or the collate function is silently
+    swallowed and the loader restarted from its first batch (1.1.5 and the git version).
 
     Cause: LibMTL 1.1.5's ``Trainer._process_data`` calls ``iterator.next()`` (Python 2); Python 3 iterators
-    only have ``__next__``. Its bare ``except:`` around the call also treats *any* error (this
-    AttributeError, or an error raised by the dataset or the collate function) as "iterator exhausted": it
-    silently restarts the loader from the first batch instead of reporting the error.
+    only have ``__next__``. Its bare ``except:`` around the call (kept by the git version, which calls
+    ``next(...)``) treats *any* error as "iterator exhausted".
     Cure: ``next(iterator)``, restarting the loader on ``StopIteration`` only; data and labels (a tensor or a
     task -> tensor dict) are moved to ``self.device``.
-    Detected by calling ``_process_data`` on a stub with a one-batch Python iterator.
+    Detected by calling ``_process_data`` on a stub with a one-batch Python iterator, then with an iterator
+    whose first item raises.
     """
     trainer_cls = libmtl.trainer.Trainer
     if _marked(trainer_cls.__dict__.get("_process_data"), "process-data-next"):

@@ -29,20 +29,16 @@ distribution seen first) is refused with a :class:`PluginWarning`: nothing is ev
 from __future__ import annotations
 
 import argparse
-import contextlib
-import copy
-import io
 import os
 import sys
 import threading
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
-from importlib.machinery import ModuleSpec
 from typing import Any
 
-from libmtl_repmtl.libmtl import compat
+from libmtl_repmtl.libmtl import compat, entry_points, flavour
+from libmtl_repmtl.libmtl.entry_points import EntryPointInfo, PluginError, PluginWarning
 
 #: Entry-point group per plugin kind.
 GROUPS: dict[str, str] = {"weighting": "libmtl.weighting", "architecture": "libmtl.architecture"}
@@ -57,16 +53,12 @@ _BASES = {"weighting": ("LibMTL.weighting.abstract_weighting", "AbsWeighting"),
           "architecture": ("LibMTL.architecture.abstract_arch", "AbsArchitecture")}
 
 
-class PluginWarning(UserWarning):
-    """A plugin entry point was skipped (broken, not a LibMTL class, or its name is taken)."""
-
-
-class PluginError(RuntimeError):
-    """As :class:`PluginWarning`, raised instead when ``LIBMTL_REPMTL_STRICT=1``."""
-
-
 class UnknownMethodError(ValueError):
     """``--weighting`` / ``--arch`` names no built-in and no plugin (the message lists the available ones)."""
+
+
+class NoClassError(ValueError):
+    """LibMTL accepts the name but has no class for it (a bilevel method run by its Trainer, or ``DIY``)."""
 
 
 @dataclass(frozen=True)
@@ -80,16 +72,6 @@ class Plugin:
     cls: type  #: the loaded class
 
 
-@dataclass(frozen=True)
-class EntryPointInfo:
-    """A declared plugin entry point (not loaded)."""
-
-    kind: str
-    name: str
-    value: str
-    distribution: str
-
-
 _lock = threading.RLock()
 _registered: dict[tuple[str, str], Plugin] = {}
 _done: set[tuple[str, str, str, str]] = set()  # (group, name, value, dist) handled (loaded, refused, broken)
@@ -98,21 +80,9 @@ _flags_added: dict[int, set[type]] = {}
 _flushing = False
 
 
-# ============================================================================================ discovery
-def _dist_name(ep: metadata.EntryPoint) -> str:
-    dist = getattr(ep, "dist", None)
-    return str(dist.name) if dist is not None and getattr(dist, "name", None) else "<unknown distribution>"
-
-
-def _entry_points(group: str) -> list[metadata.EntryPoint]:
-    eps = list(metadata.entry_points(group=group))
-    return sorted(eps, key=lambda ep: (_dist_name(ep).lower(), ep.name))
-
-
 def discover() -> list[EntryPointInfo]:
     """Every declared plugin entry point of every installed distribution (nothing is imported)."""
-    return [EntryPointInfo(kind, ep.name, ep.value, _dist_name(ep))
-            for kind, group in GROUPS.items() for ep in _entry_points(group)]
+    return entry_points.discover(GROUPS)
 
 
 # ============================================================================================ helpers
@@ -137,40 +107,6 @@ def _base(kind: str) -> type:
     return getattr(sys.modules[mod], name)
 
 
-def _package_initializing(top: str) -> bool:
-    """True while a module of package ``top`` is still executing its import (a circular import in progress)."""
-    for name, mod in list(sys.modules.items()):
-        if (name == top or name.startswith(top + ".")) and getattr(getattr(mod, "__spec__", None),
-                                                                    "_initializing", False):
-            return True
-    return False
-
-
-class _FlushWhenLoaded(ModuleSpec):
-    """Class swapped onto the spec of a module whose import is in progress while a plugin of its package waits:
-    when the import machinery marks the import finished (``spec._initializing = False``), the class is swapped
-    back and the deferred plugins are loaded."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        object.__setattr__(self, name, value)
-        if name == "_initializing" and not value:
-            object.__setattr__(self, "__class__", ModuleSpec)
-            try:
-                flush_pending()
-            except Exception as exc:  # never break the import that just finished
-                warnings.warn(f"libmtl_repmtl: loading deferred plugins failed ({type(exc).__name__}: {exc}); "
-                              "call libmtl_repmtl.register() to retry.", PluginWarning, stacklevel=2)
-
-
-def _watch_initializing(top: str) -> None:
-    """Arrange for :func:`flush_pending` to run when each in-progress import of package ``top`` finishes."""
-    for name, mod in list(sys.modules.items()):
-        spec = getattr(mod, "__spec__", None)
-        if (name == top or name.startswith(top + ".")) and getattr(spec, "_initializing", False) \
-                and type(spec) is ModuleSpec:
-            spec.__class__ = _FlushWhenLoaded
-
-
 def _is_plugin(kind: str, name: str) -> bool:
     return (kind, name) in _registered
 
@@ -186,16 +122,16 @@ def builtin_names(kind: str) -> list[str]:
 # ============================================================================================ registration
 def _install(kind: str, ep: metadata.EntryPoint) -> None:
     """Load one entry point and install it on ``LibMTL.<kind>`` (or defer / refuse / skip it)."""
-    dist = _dist_name(ep)
+    dist = entry_points.dist_name(ep)
     key = (GROUPS[kind], ep.name, ep.value, dist)
     where = f"{kind} plugin {ep.name!r} ({ep.name} = {ep.value}) of distribution {dist!r}"
     try:
         cls = ep.load()
     except Exception as exc:
         top = ep.value.split(":")[0].split(".")[0]
-        if _package_initializing(top):
+        if entry_points.package_initializing(top):
             _pending[key] = ep  # circular import in progress (e.g. LibMTL imported from the plugin's package)
-            _watch_initializing(top)
+            entry_points.watch_initializing(top, flush_pending)
             return
         _done.add(key)
         _problem(f"libmtl_repmtl: skipped {where}: it failed to load ({type(exc).__name__}: {exc}). "
@@ -242,8 +178,8 @@ def _reinstall() -> None:
 
 def _load_all() -> None:
     for kind, group in GROUPS.items():
-        for ep in _entry_points(group):
-            key = (group, ep.name, ep.value, _dist_name(ep))
+        for ep in entry_points.entry_points(group):
+            key = (group, ep.name, ep.value, entry_points.dist_name(ep))
             if key not in _done:
                 _install(kind, ep)
 
@@ -264,7 +200,7 @@ def flush_pending() -> bool:
         _flushing = True
         try:
             for key, ep in list(_pending.items()):
-                if not _package_initializing(ep.value.split(":")[0].split(".")[0]):
+                if not entry_points.package_initializing(ep.value.split(":")[0].split(".")[0]):
                     _pending.pop(key, None)
                     _install("weighting" if key[0] == GROUPS["weighting"] else "architecture", ep)
             _after_load()
@@ -274,7 +210,7 @@ def flush_pending() -> bool:
 
 
 def _after_load() -> None:
-    _install_config()
+    host_config.install()
 
 
 def register(*, strict: bool | None = None) -> dict[str, list[str]]:
@@ -311,13 +247,20 @@ def plugins() -> list[Plugin]:
 
 
 def available(kind: str | None = None) -> dict[str, list[str]]:
-    """Every usable name: LibMTL's built-ins and the registered plugins, per kind (or only ``kind``)."""
+    """Every name the installed LibMTL accepts, plus the registered plugins, per kind (or only ``kind``).
+
+    That is LibMTL's classes, the names its ``prepare_args`` accepts that are not classes (``DIY``; the git
+    version's bilevel ``MOML``, ``FORUM``, ``AutoLambda``: see :mod:`~libmtl_repmtl.libmtl.flavour`) and the
+    plugins. Sorted case-insensitively. This list is what ``libmtl-repmtl list``, the ``--weighting`` /
+    ``--arch`` help and :class:`UnknownMethodError` show.
+    """
     flush_pending()
     kinds = [kind] if kind is not None else list(GROUPS)
     for k in kinds:
         if k not in GROUPS:
             raise ValueError(f"unknown plugin kind {k!r}; choose from {sorted(GROUPS)}")
-    return {k: sorted(set(builtin_names(k)) | set(registered_names()[k]), key=str.lower) for k in kinds}
+    return {k: sorted(set(builtin_names(k)) | set(flavour.accepted_names(k)) | set(registered_names()[k]),
+                      key=str.lower) for k in kinds}
 
 
 def _describe(kind: str) -> str:
@@ -332,154 +275,78 @@ def unknown_method_message(kind: str, name: str) -> str:
             f"spelling, or install a distribution that declares it under the entry-point group {GROUPS[kind]!r}.")
 
 
+def _no_class_message(kind: str, name: str) -> str:
+    if kind == "weighting" and name in flavour.bilevel_methods():
+        info = flavour.protocol(name)
+        return (f"{name!r} (--weighting) is a bilevel method that LibMTL's Trainer runs itself (train_bilevel: "
+                f"inner and outer batches of half the batch size, softmax task weights with their own optimiser, "
+                f"weight_args {sorted(info.weight_args)}); it has no weighting class. The model is built with "
+                f"{info.model_weighting!r}: see host.protocol({name!r}). Use a trainer that implements the "
+                f"bilevel loop, or another weighting.")
+    return (f"{name!r} (--{FLAGS[kind]}) is accepted by LibMTL's prepare_args but is not a LibMTL {kind} class: "
+            f"it stands for your own class. Pass the class itself where the trainer takes classes.")
+
+
 def lookup(kind: str, name: str) -> type:
-    """The class called ``name`` of ``kind`` (a built-in or a plugin).
+    """The class of ``kind`` (``"weighting"`` / ``"architecture"``) called ``name``: a built-in or a plugin.
+
+    This is the one place that turns a method name into a class, for LibMTL's scripts (through
+    ``prepare_args`` / ``LibMTL.weighting``) and for this package's trainers and harness.
 
     Raises:
-        UnknownMethodError: no such name (the message lists the available ones).
+        NoClassError: LibMTL accepts ``name`` but has no class for it (a bilevel method such as ``MOML``, run
+            by LibMTL's own Trainer, or ``DIY``); the message says what it is and what to do.
+        UnknownMethodError: no such name (the message names the flag and lists the available names).
     """
     compat.ensure_libmtl()
     flush_pending()
+    if kind not in GROUPS:
+        raise ValueError(f"unknown plugin kind {kind!r}; choose from {sorted(GROUPS)}")
     cls = vars(_module(kind)).get(name)
     if isinstance(cls, type) and issubclass(cls, _base(kind)):
         return cls
+    if name in available(kind)[kind]:
+        raise NoClassError(_no_class_message(kind, name))
     raise UnknownMethodError(unknown_method_message(kind, name))
 
 
-# ============================================================================================ LibMTL.config
-def _add_plugin_flags(parser: argparse.ArgumentParser) -> None:
-    done = _flags_added.setdefault(id(parser), set())
-    for plugin in plugins():
-        add = getattr(plugin.cls, "libmtl_add_args", None)
-        if plugin.cls in done or add is None:
-            continue
-        done.add(plugin.cls)
-        before = {opt for action in parser._actions for opt in action.option_strings}
-        try:
-            add(parser)
-        except (argparse.ArgumentError, ValueError, TypeError) as exc:
-            _problem(f"libmtl_repmtl: the flags of {plugin.kind} plugin {plugin.name!r} (distribution "
-                     f"{plugin.distribution!r}) could not be added to LibMTL_args: {exc}")
-            continue
-        new = {opt for action in parser._actions for opt in action.option_strings} - before
-        odd = sorted(o for o in new if o.startswith("--") and not o.startswith(f"--{plugin.name}_"))
-        if odd:
-            _problem(f"libmtl_repmtl: {plugin.kind} plugin {plugin.name!r} added flags {odd} that do not follow "
-                     f"the --{plugin.name}_<key> convention (they may clash with other plugins).")
+def protocol(name: str) -> flavour.WeightingProtocol:
+    """What a training loop must do for the weighting ``name`` under the installed LibMTL.
+
+    Fields (see :class:`~libmtl_repmtl.libmtl.flavour.WeightingProtocol`): ``loss_samples`` (MoDo, SDMGrad:
+    3 loss vectors from 3 batches, ``losses`` of shape ``(3, T)``), ``update_after_step`` (FAMO:
+    ``model.update_w(losses)`` after ``optimizer.step()``, losses recomputed without gradient on the same
+    batch), ``bilevel`` (MOML, FORUM, AutoLambda: LibMTL's Trainer runs them; extra data and flags),
+    ``model_weighting``, ``weight_args`` (LibMTL's defaults). Probed on the installed LibMTL, cached.
+
+    Raises:
+        UnknownMethodError: ``name`` is not an available weighting.
+    """
+    compat.ensure_libmtl()
+    flush_pending()
+    try:
+        return flavour.protocol(name)
+    except KeyError:
+        raise UnknownMethodError(unknown_method_message("weighting", name)) from None
 
 
-def _update_help(parser: argparse.ArgumentParser) -> None:
-    for action in parser._actions:
-        for kind, dest in FLAGS.items():
-            if action.dest == dest:
-                action.help = f"{kind} (default %(default)s); available: {', '.join(available(kind)[kind])}"
+def bilevel_methods() -> tuple[str, ...]:
+    """The weighting names LibMTL's Trainer runs as bilevel methods (``()`` for LibMTL 1.1.5)."""
+    return flavour.bilevel_methods()
 
 
-def _wrap_parser(parser: argparse.ArgumentParser) -> None:
-    if compat._marked(parser.__dict__.get("parse_known_args"), "host-parser"):
-        return
-    original = parser.parse_known_args
+def trainer_takes_names() -> bool:
+    """True when ``LibMTL.Trainer`` takes names (git version), False when it takes classes (1.1.5).
 
-    def parse_known_args(args: Any = None, namespace: Any = None) -> Any:
-        flush_pending()
-        return original(args, namespace)
-
-    parser.parse_known_args = compat._mark(parse_known_args, "host-parser")  # type: ignore[method-assign]
-
-
-def _plugin_class(kind: str, name: Any) -> type | None:
-    plugin = _registered.get((kind, str(name)))
-    return plugin.cls if plugin is not None else None
-
-
-def _plugin_args(cls: type, params: argparse.Namespace) -> dict[str, Any]:
-    fn: Callable[[argparse.Namespace], Any] | None = getattr(cls, "libmtl_args", None)
-    return dict(fn(params)) if fn is not None else {}
-
-
-def _wrap_prepare_args(config: Any) -> None:
-    original = config.prepare_args
-    if compat._marked(original, "host-prepare-args"):
-        return
-
-    def call(params: argparse.Namespace, names: argparse.Namespace) -> Any:
-        try:
-            return original(params)
-        except ValueError as exc:
-            for kind in GROUPS:
-                name = str(getattr(names, FLAGS[kind], None))
-                known = vars(_module(kind)).get(name)
-                if not (isinstance(known, type) and issubclass(known, _base(kind))):
-                    raise UnknownMethodError(unknown_method_message(kind, name)) from exc
-            raise
-
-    def prepare_args(params: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any], Any]:
-        flush_pending()
-        classes = {kind: _plugin_class(kind, getattr(params, FLAGS[kind], None)) for kind in GROUPS}
-        if not any(classes.values()):
-            return call(params, params)
-        stand_in = copy.copy(params)
-        for kind, cls in classes.items():
-            if cls is not None:
-                setattr(stand_in, FLAGS[kind], STAND_INS[kind])
-        captured = io.StringIO()
-        with contextlib.redirect_stdout(captured):
-            kwargs, optim_param, scheduler_param = call(stand_in, params)
-        kwargs = dict(kwargs)
-        for kind, cls in classes.items():
-            if cls is not None:
-                kwargs["weight_args" if kind == "weighting" else "arch_args"] = _plugin_args(cls, params)
-        display = getattr(config, "_display", None)
-        try:
-            if display is None:
-                raise TypeError("no _display")
-            display(params, kwargs, optim_param, scheduler_param)
-        except (TypeError, AttributeError, KeyError):
-            sys.stdout.write(captured.getvalue())
-        return kwargs, optim_param, scheduler_param
-
-    prepare_args.__doc__ = (original.__doc__ or "") + (
-        "\n\nPatched by libmtl_repmtl: plugin weightings/architectures (their libmtl_args into weight_args / "
-        "arch_args); unknown names raise UnknownMethodError listing the available ones.")
-    prepare_args.__wrapped__ = original  # type: ignore[attr-defined]
-    config.prepare_args = compat._mark(prepare_args, "host-prepare-args")
-
-
-def _module_getattr(kind: str) -> Callable[[str], Any]:
-    mod = _module(kind)
-    previous = vars(mod).get("__getattr__")
-    if compat._marked(previous, "host-getattr"):
-        return previous  # type: ignore[return-value]
-
-    def __getattr__(name: str) -> Any:
-        if not name.startswith("__") and _pending:
-            flush_pending()
-            if name in vars(mod):
-                return vars(mod)[name]
-        if previous is not None:
-            return previous(name)
-        raise AttributeError(f"module {mod.__name__!r} has no attribute {name!r}")
-
-    return compat._mark(__getattr__, "host-getattr")
-
-
-def _install_config() -> None:
-    config = sys.modules["LibMTL.config"]
-    _wrap_prepare_args(config)
-    parser = getattr(config, "LibMTL_args", None)
-    if isinstance(parser, argparse.ArgumentParser):
-        _add_plugin_flags(parser)
-        _update_help(parser)
-        _wrap_parser(parser)
-    for kind in GROUPS:
-        mod = _module(kind)
-        mod.__getattr__ = _module_getattr(kind)
+    Found by behaviour (``Trainer._prepare_model`` on a stub), never by version.
+    """
+    return flavour.trainer_takes_names()
 
 
 def add_plugin_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add every registered plugin's ``libmtl_add_args`` flags to ``parser`` (once per parser); return it."""
     register()
-    _add_plugin_flags(parser)
+    host_config._add_plugin_flags(parser)
     return parser
 
 
@@ -497,8 +364,14 @@ def format_available(names: dict[str, list[str]] | None = None, *, with_sources:
     return "\n".join(lines)
 
 
+# host_config uses this module's functions at call time only, so it is imported last (after they exist).
+from libmtl_repmtl.libmtl import host_config  # noqa: E402
+
+WeightingProtocol = flavour.WeightingProtocol
+
 __all__ = [
-    "FLAGS", "GROUPS", "STAND_INS", "STRICT_ENV", "EntryPointInfo", "Plugin", "PluginError", "PluginWarning",
-    "UnknownMethodError", "add_plugin_flags", "available", "builtin_names", "discover", "flush_pending",
-    "format_available", "lookup", "plugins", "register", "registered_names", "unknown_method_message",
+    "FLAGS", "GROUPS", "STAND_INS", "STRICT_ENV", "EntryPointInfo", "NoClassError", "Plugin", "PluginError",
+    "PluginWarning", "UnknownMethodError", "WeightingProtocol", "add_plugin_flags", "available", "bilevel_methods",
+    "builtin_names", "discover", "flush_pending", "format_available", "lookup", "plugins", "protocol", "register",
+    "registered_names", "trainer_takes_names", "unknown_method_message",
 ]
