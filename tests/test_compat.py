@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from libmtl_repmtl.libmtl import compat
+from libmtl_repmtl.libmtl.compat import aligned_mtl_symeig
 
 LibMTL = compat.ensure_libmtl()
 
@@ -120,6 +121,19 @@ _PROBE = textwrap.dedent(r"""
             r["cagrad_2_tasks"] = "ok"
         except Exception as exc:
             r["cagrad_2_tasks"] = "error: %s: %s" % (type(exc).__name__, exc)
+        if hasattr(LibMTL.weighting, "Aligned_MTL"):  # the git version
+            try:
+                step(model(LibMTL.weighting.Aligned_MTL), torch.randn(5, 4))
+                r["aligned_mtl_step"] = "ok"
+            except Exception as exc:
+                r["aligned_mtl_step"] = "error: %s: %s" % (type(exc).__name__, exc)
+        else:
+            r["aligned_mtl_step"] = "absent"
+        try:
+            torch.symeig(torch.eye(2))
+            r["torch_symeig_outside"] = "works"
+        except Exception as exc:
+            r["torch_symeig_outside"] = type(exc).__name__
         return r
 
     out["before"] = observe()
@@ -217,6 +231,31 @@ def test_cagrad_task_count(observed: dict) -> None:
     assert observed["after"]["cagrad_2_tasks"] == "ok"
 
 
+def test_aligned_mtl_symeig(observed: dict) -> None:
+    before, after = observed["before"]["aligned_mtl_step"], observed["after"]["aligned_mtl_step"]
+    symptom = "symeig" in before or "deprecated since version 1.9" in before
+    assert symptom or before in {"ok", "absent"}
+    _applied_iff(observed, "aligned-mtl-symeig", symptom)
+    assert after == ("absent" if before == "absent" else "ok")
+    # torch itself is left as it was outside Aligned_MTL.backward
+    assert observed["after"]["torch_symeig_outside"] == observed["before"]["torch_symeig_outside"]
+
+
+def test_symeig_equivalent_matches_eigh() -> None:
+    patch = aligned_mtl_symeig
+    a = torch.tensor([[2.0, 1.0, 0.0], [1.0, 3.0, 1.0], [0.0, 1.0, 4.0]], dtype=torch.float64)
+    values, vectors = patch._symeig(a, eigenvectors=True)
+    assert torch.all(values[1:] >= values[:-1])  # ascending, like torch.symeig
+    assert torch.allclose(vectors @ torch.diag(values) @ vectors.T, a)
+    assert patch._symeig(a)[1].numel() == 0  # no eigenvectors asked: empty, like torch.symeig
+    upper_only = torch.triu(a) + torch.triu(a, 1).T * 0 + torch.tril(torch.full_like(a, 9.0), -1)
+    assert torch.allclose(patch._symeig(upper_only)[0], values)  # reads the upper triangle by default
+    had = "symeig" in torch.__dict__
+    with patch._symeig_available():
+        assert torch.symeig is patch._symeig
+    assert ("symeig" in torch.__dict__) is had and torch.__dict__.get("symeig") is not patch._symeig
+
+
 def test_every_patch_applied_once(observed: dict) -> None:
     names = [p.name for p in compat.patches() if p.phase == "post-import"]
     assert set(observed["applied"]) == set(names)
@@ -293,7 +332,7 @@ def test_noop_when_already_fixed_classes() -> None:
                  architecture={"abstract_arch": types.SimpleNamespace(AbsArchitecture=FixedA),
                                "HPS": LibMTL.architecture.HPS})
     for patch in (compat._patch_reset_grad, compat._patch_grad2vec, compat._patch_zero_grad_share_params,
-                  compat._patch_same_rep, compat._patch_cagrad_task_count):
+                  compat._patch_same_rep, compat._patch_cagrad_task_count, compat._patch_aligned_mtl_symeig):
         assert patch(fake) is False, patch.__name__
     assert "_reset_grad" not in vars(FixedW) and "forward" not in vars(FixedA) and "backward" not in vars(FixedCAGrad)
 

@@ -1,0 +1,56 @@
+"""Shared parts of the compatibility patches: the marker on patched functions, warnings, errors, stubs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+#: Attribute set on every function/descriptor the patches install (value: the patch name).
+MARKER = "__libmtl_repmtl_patch__"
+
+
+class CompatWarning(UserWarning):
+    """A compatibility patch could not be checked or applied (the message says which and why)."""
+
+
+class MissingDependencyError(ImportError):
+    """LibMTL needs a package that is not installed (the message names it and the ``pip`` command)."""
+
+
+@dataclass(frozen=True)
+class PatchInfo:
+    """One compatibility patch: its name, phase, and the symptom it cures (the first docstring line)."""
+
+    name: str
+    phase: str
+    symptom: str
+
+
+def _marked(obj: Any, name: str) -> bool:
+    """True when ``obj`` was installed by the patch ``name``."""
+    return getattr(obj, MARKER, None) == name
+
+
+def _mark(obj: Any, name: str) -> Any:
+    """Mark ``obj`` as installed by the patch ``name``; return it."""
+    setattr(obj, MARKER, name)
+    return obj
+
+
+def tiny_parts(libmtl: Any) -> tuple[Any, Any]:
+    """A stub weighting-with-encoder class (``Linear(2, 2)``, CPU) for the probes, and ``torch``."""
+    import torch
+    from torch import nn
+
+    weighting_base = libmtl.weighting.abstract_weighting.AbsWeighting
+
+    class _Holder(weighting_base):  # type: ignore[misc, valid-type]
+        def __init__(self, dtype: Any = torch.float32) -> None:
+            super().__init__()
+            self.encoder = nn.Linear(2, 2).to(dtype)
+            self.device = torch.device("cpu")
+
+        def get_share_params(self) -> Any:
+            return self.encoder.parameters()
+
+    return _Holder, torch

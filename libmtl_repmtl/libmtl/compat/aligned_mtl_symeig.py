@@ -1,0 +1,84 @@
+"""Post-import patch ``aligned-mtl-symeig`` (LibMTL's git version)."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from libmtl_repmtl.libmtl.compat._common import _mark, _marked
+
+_lock = threading.RLock()
+
+
+def _symeig(input: Any, eigenvectors: bool = False, upper: bool = True) -> tuple[Any, Any]:
+    """``torch.symeig`` as it was (ascending eigenvalues; eigenvectors in the columns, or an empty tensor),
+    computed by ``torch.linalg.eigh`` on the upper (default) or lower triangle."""
+    import torch
+
+    values, vectors = torch.linalg.eigh(input, UPLO="U" if upper else "L")
+    return values, (vectors if eigenvectors else values.new_zeros(0))
+
+
+@contextlib.contextmanager
+def _symeig_available() -> Iterator[None]:
+    """``torch.symeig`` works inside the block (restored afterwards; one block at a time)."""
+    import torch
+
+    with _lock:
+        previous = torch.__dict__.get("symeig")
+        torch.symeig = _symeig  # type: ignore[attr-defined]
+        try:
+            yield
+        finally:
+            if previous is None:
+                del torch.symeig
+            else:
+                torch.symeig = previous  # type: ignore[attr-defined]
+
+
+def _aligned_mtl_symptom(libmtl: Any) -> bool:
+    import torch
+    from torch import nn
+
+    class _Probe(libmtl.architecture.HPS, libmtl.weighting.Aligned_MTL):  # type: ignore[misc, name-defined]
+        pass
+
+    model = _Probe(["a", "b"], lambda: nn.Linear(2, 2), nn.ModuleDict({"a": nn.Linear(2, 1), "b": nn.Linear(2, 1)}),
+                   False, False, torch.device("cpu"))
+    model.init_param()
+    with torch.enable_grad():
+        out = model(torch.ones(3, 2))
+        try:
+            model.backward(torch.stack([out["a"].pow(2).mean(), out["b"].pow(2).mean()]))
+        except RuntimeError as exc:
+            return "symeig" in str(exc)
+    return False
+
+
+def _patch_aligned_mtl_symeig(libmtl: Any) -> bool:
+    """Symptom: the git version's Aligned_MTL fails at its first step with ``RuntimeError: This function was
+    deprecated since version 1.9 and is now removed`` (about ``torch.symeig``).
+
+    Cause: ``Aligned_MTL.backward`` eigen-decomposes the task-gradient Gram matrix with ``torch.symeig``, which
+    torch removed (it now only raises). Cure: while ``Aligned_MTL.backward`` runs, ``torch.symeig`` is an
+    equivalent built on ``torch.linalg.eigh`` (same triangle, same ascending order, eigenvectors as columns);
+    the method itself is unchanged. Detected by one Aligned_MTL step of a stub 2-task model; not needed where
+    LibMTL has no Aligned_MTL (1.1.5) or where the step works.
+    """
+    aligned = getattr(libmtl.weighting, "Aligned_MTL", None)
+    if aligned is None or _marked(aligned.__dict__.get("backward"), "aligned-mtl-symeig"):
+        return False
+    if not _aligned_mtl_symptom(libmtl):
+        return False
+    original = aligned.backward
+
+    def backward(self: Any, losses: Any, **kwargs: Any) -> Any:
+        with _symeig_available():
+            return original(self, losses, **kwargs)
+
+    backward.__doc__ = (original.__doc__ or "") + "\n\nPatched by libmtl_repmtl: torch.symeig via torch.linalg.eigh."
+    backward.__wrapped__ = original  # type: ignore[attr-defined]
+    aligned.backward = _mark(backward, "aligned-mtl-symeig")
+    return True
