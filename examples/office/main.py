@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 try:
-    from libmtl_repmtl.training.example_cli import main
+    from libmtl_repmtl.launch import run_example
 except ImportError:  # not installed: use the checkout this file lives in
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from libmtl_repmtl.training.example_cli import main
+    from libmtl_repmtl.launch import run_example
 
 if __name__ == "__main__":
-    sys.exit(main("office"))
+    sys.exit(run_example("office", "examples/office/main.py"))

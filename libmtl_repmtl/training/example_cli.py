@@ -9,7 +9,8 @@ weightings/architectures are known), so every LibMTL flag keeps its meaning (``-
 ``--pretrained imagenet|none|PATH``, ``--resume``, ``--baseline spec|none|FILE``, ``--no_progress``,
 ``--encoder`` (``resnet50``/``resnet18`` or ``tiny`` for quick CPU checks), ``--tasks``, ``--num_workers``,
 ``--amp none|bf16|fp16``, ``--sync_bn`` and ``--dist_backend nccl|gloo`` (under ``torchrun``), and for Office
-``--dataset office-31|office-home``, ``--list_dir`` and ``--image_size``; plus the ``--<Plugin>_<key>`` flags of
+``--dataset office-31|office-home``, ``--list_dir``, ``--image_size`` and LibMTL's ``--bs`` (every split's batch
+size); plus the ``--<Plugin>_<key>`` flags of
 the chosen weighting/architecture (e.g. ``--RepMTL_lambda_tsr``).
 
 Defaults reproduce the paper's setups (see :mod:`libmtl_repmtl.benchmarks`).
@@ -101,6 +102,8 @@ def build_parser(family: str, argv: Sequence[str] | None = None) -> argparse.Arg
                          help="folder with <domain>_{train,val,test}.txt (default: the reader's default)")
         run.add_argument("--image_size", type=int, default=224,
                          help="side of the square resize of the images (default %(default)s, the paper's)")
+        run.add_argument("--bs", type=int, default=None,
+                         help="LibMTL's office flag: the batch size of every split (sets --train_bs and --test_bs)")
     parser.set_defaults(optim=d["optim"], lr=d["lr"], weight_decay=d["weight_decay"], scheduler=d["scheduler"],
                         step_size=d.get("step_size", 100), gamma=d.get("gamma", 0.5),
                         multi_input=spec.multi_input)
@@ -126,12 +129,41 @@ def _device(params: argparse.Namespace) -> str:
     return params.device
 
 
+def _apply_bs(params: argparse.Namespace) -> None:
+    """LibMTL's office ``--bs``: one batch size for every split (an explicit, different --train_bs/--test_bs is
+    an error, not silently overridden)."""
+    if params.bs is None:
+        return
+    if params.bs < 1:
+        raise ValueError(f"--bs must be a positive batch size, got {params.bs}")
+    defaults = get_benchmark(params.dataset).defaults
+    for flag in ("train_bs", "test_bs"):
+        value = getattr(params, flag)
+        if value != defaults[flag] and value != params.bs:
+            raise ValueError(f"--bs {params.bs} and --{flag} {value} disagree: give --bs (every split) or "
+                             f"--train_bs/--test_bs, not both")
+        setattr(params, flag, params.bs)
+
+
+def _refuse_unsupported(params: argparse.Namespace) -> None:
+    """LibMTL's git version's ``--mode test`` / ``--load_path`` (evaluate or start from a checkpoint) are not
+    implemented by these examples: refuse them rather than train as if they were absent."""
+    if getattr(params, "mode", "train") not in (None, "train"):
+        raise ValueError(f"--mode {params.mode}: these examples only train (LibMTL's --mode test, evaluation of a "
+                         f"checkpoint, is not supported); drop --mode")
+    if getattr(params, "load_path", None):
+        raise ValueError("--load_path is not supported by these examples; to continue an interrupted run use "
+                         "--resume (it reads SAVE_PATH/last.pt)")
+
+
 def options_from_args(family: str, params: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     """The benchmark name and ``run_experiment`` keyword arguments of parsed flags."""
+    _refuse_unsupported(params)
     if family == "office":
         benchmark = params.dataset
         if not params.multi_input:
             raise ValueError("Office-31/Office-Home are multi-input problems: pass --multi_input")
+        _apply_bs(params)
     else:
         benchmark = family
         if params.multi_input:
