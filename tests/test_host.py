@@ -341,3 +341,18 @@ def test_loss_samples_probe_finds_what_backward_indexes() -> None:
     samples, note = flavour._loss_samples(Broken, {})
     assert samples == 1 and "RuntimeError: always" in note and "second line" not in note
     assert torch.is_grad_enabled()
+
+
+def test_lookup_registers_when_nobody_did() -> None:
+    """With the autoload hook off and no register() call, host.lookup still finds the plugins."""
+    out = json_out(fresh("""
+        import json
+        from libmtl_repmtl.libmtl import compat, host
+        LibMTL = compat.ensure_libmtl()  # autoload off: patched, but nothing registered yet
+        before = hasattr(LibMTL.weighting, "HalfEW")
+        cls = host.lookup("weighting", "HalfEW")
+        print("JSON" + json.dumps({"before": before, "cls": cls.__name__, "proto": host.protocol("HalfEW").name,
+                                   "registered": host.registered_names()["weighting"]}))
+    """))
+    assert out["before"] is False and out["cls"] == "HalfEW" and out["proto"] == "HalfEW"
+    assert "HalfEW" in out["registered"]

@@ -223,8 +223,9 @@ def register(*, strict: bool | None = None) -> dict[str, list[str]]:
     Returns:
         kind -> names of the registered plugins (``{"weighting": ["RepMTL"], "architecture": ["RepHPS"]}``).
     """
-    global _strict_override
+    global _strict_override, _register_called
     with _lock:
+        _register_called = True
         compat.ensure_libmtl()
         previous, _strict_override = _strict_override, strict
         try:
@@ -234,6 +235,15 @@ def register(*, strict: bool | None = None) -> dict[str, list[str]]:
         finally:
             _strict_override = previous
         return registered_names()
+
+
+_register_called = False
+
+
+def _ensure_registered() -> None:
+    """:func:`register` once in this process if nobody did (the autoload hook off): lookups see the plugins."""
+    if not _register_called:
+        register()
 
 
 def registered_names() -> dict[str, list[str]]:
@@ -291,17 +301,18 @@ def lookup(kind: str, name: str) -> type:
     """The class of ``kind`` (``"weighting"`` / ``"architecture"``) called ``name``: a built-in or a plugin.
 
     This is the one place that turns a method name into a class, for LibMTL's scripts (through
-    ``prepare_args`` / ``LibMTL.weighting``) and for this package's trainers and harness.
+    ``prepare_args`` / ``LibMTL.weighting``) and for this package's trainers and harness. Registers the plugins
+    first if nobody has (the autoload hook off), so ``RepMTL`` / ``RepHPS`` are always found.
 
     Raises:
         NoClassError: LibMTL accepts ``name`` but has no class for it (a bilevel method such as ``MOML``, run
             by LibMTL's own Trainer, or ``DIY``); the message says what it is and what to do.
         UnknownMethodError: no such name (the message names the flag and lists the available names).
     """
-    compat.ensure_libmtl()
-    flush_pending()
     if kind not in GROUPS:
         raise ValueError(f"unknown plugin kind {kind!r}; choose from {sorted(GROUPS)}")
+    _ensure_registered()
+    flush_pending()
     cls = vars(_module(kind)).get(name)
     if isinstance(cls, type) and issubclass(cls, _base(kind)):
         return cls
@@ -322,7 +333,7 @@ def protocol(name: str) -> flavour.WeightingProtocol:
     Raises:
         UnknownMethodError: ``name`` is not an available weighting.
     """
-    compat.ensure_libmtl()
+    _ensure_registered()
     flush_pending()
     try:
         return flavour.protocol(name)
