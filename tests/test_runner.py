@@ -100,6 +100,9 @@ def test_list(capsys: pytest.CaptureFixture[str]) -> None:
     for kind in ("weighting", "architecture"):  # every name the installed LibMTL accepts (DIY, MOML, ...)
         for name in names[kind]:
             assert f"\n  {name}" in text, (kind, name)
+    assert "  DIY  [no class: stands for your own]" in text
+    for name in host.bilevel_methods():
+        assert f"  {name}  [bilevel: run by LibMTL's Trainer]" in text
     assert cli.main(["list", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert "CAGrad" in data["available"]["weighting"]

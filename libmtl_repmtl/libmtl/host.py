@@ -371,6 +371,9 @@ def format_available(names: dict[str, list[str]] | None = None, *, with_sources:
         for n in items:
             p = by_name.get((kind, n))
             src = f"  [plugin: {p.distribution}, {p.value}]" if (p and with_sources) else ""
+            if not p and n not in builtin_names(kind):  # accepted by LibMTL without a class
+                src = ("  [bilevel: run by LibMTL's Trainer]" if kind == "weighting" and n in bilevel_methods()
+                       else "  [no class: stands for your own]")
             lines.append(f"  {n}{src}")
     return "\n".join(lines)
 
