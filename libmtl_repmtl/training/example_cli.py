@@ -136,7 +136,7 @@ def _apply_bs(params: argparse.Namespace) -> None:
         return
     if params.bs < 1:
         raise ValueError(f"--bs must be a positive batch size, got {params.bs}")
-    defaults = get_benchmark(params.dataset).defaults
+    defaults = get(params.dataset).defaults
     for flag in ("train_bs", "test_bs"):
         value = getattr(params, flag)
         if value != defaults[flag] and value != params.bs:
