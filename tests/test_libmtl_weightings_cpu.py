@@ -1,5 +1,7 @@
-"""All 12 weightings of LibMTL 1.1.5 train through LibMTL's own ``Trainer`` on the CPU (after this package's
-compatibility layer): single-input and multi-input, with ``rep_grad`` where the method needs or allows it.
+"""The 12 weightings LibMTL 1.1.5 has (the git version has them too) train through LibMTL's own ``Trainer`` on the
+CPU (after this package's compatibility layer): single-input and multi-input, with ``rep_grad`` where the method
+needs or allows it. The Trainer gets names or classes as the installed LibMTL takes them, and each weighting's
+``weight_args`` as that LibMTL's ``prepare_args`` gives them (``host.protocol``; e.g. GradVac's keys differ).
 
 Tiny MLP, 2 epochs (DWA: 3) of 2 batches; each case checks finite losses and changed shared parameters.
 """
@@ -15,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 import libmtl_repmtl
+from libmtl_repmtl.libmtl import host
 
 libmtl_repmtl.register()
 
@@ -26,8 +29,6 @@ WEIGHTINGS = ["EW", "UW", "GradNorm", "MGDA", "DWA", "GLS", "GradDrop", "PCGrad"
               "RLW"]
 NEEDS_REP_GRAD = {"GradDrop"}
 REFUSES_REP_GRAD = {"PCGrad", "GradVac", "CAGrad"}
-WEIGHT_ARGS = {"DWA": {"T": 2.0}, "GradNorm": {"alpha": 1.5}, "MGDA": {"mgda_gn": "none"}, "GradVac": {"beta": 0.5},
-               "GradDrop": {"leak": 0.0}, "CAGrad": {"calpha": 0.5, "rescale": 1}, "RLW": {"dist": "Normal"}}
 
 IN, HID, CLASSES, N = 6, 8, 3, 16
 
@@ -77,12 +78,14 @@ def train_libmtl(weighting: str, multi_input: bool, rep_grad: bool, tasks: list[
     """Train with LibMTL's own Trainer; return (trainer, shared parameters before training)."""
     torch.manual_seed(0)
     np.random.seed(0)
+    names = host.trainer_takes_names()  # the git version's Trainer takes names, 1.1.5's classes
     trainer = LibMTL.Trainer(
-        task_dict=_task_dict(tasks), weighting=LibMTL.weighting.__dict__[weighting],
-        architecture=LibMTL.architecture.__dict__[architecture], encoder_class=_encoder,
+        task_dict=_task_dict(tasks),
+        weighting=weighting if names else host.lookup("weighting", weighting),
+        architecture=architecture if names else host.lookup("architecture", architecture), encoder_class=_encoder,
         decoders=nn.ModuleDict({t: nn.Linear(HID, CLASSES) for t in tasks}), rep_grad=rep_grad,
         multi_input=multi_input, optim_param={"optim": "adam", "lr": 1e-2}, scheduler_param=None,
-        device="cpu", weight_args=dict(WEIGHT_ARGS.get(weighting, {}) if weight_args is None else weight_args),
+        device="cpu", weight_args=dict(host.protocol(weighting).weight_args if weight_args is None else weight_args),
         arch_args={})
     before = [p.detach().clone() for p in trainer.model.encoder.parameters()]
     trainer.train(_loaders(tasks, multi_input, 1), _loaders(tasks, multi_input, 2), epochs)
