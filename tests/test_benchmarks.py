@@ -20,7 +20,7 @@ from libmtl_repmtl.benchmarks import (
 )
 from libmtl_repmtl.benchmarks.office import office_benchmark
 
-ALL = ("cityscapes", "digits", "multimnist", "nyuv2", "office-31", "office-home")
+ALL = ("cityscapes", "densemnist", "digits", "multimnist", "nyuv2", "office-31", "office-home")
 PAPER = ("nyuv2", "cityscapes", "office-31", "office-home")
 
 
@@ -53,7 +53,7 @@ def test_head_outputs_are_the_declared_ones():
     opts = {"encoder": "tiny"}
     for name in ("multimnist", "digits"):
         bench = get(name)
-        enc = bench.encoder_class(bench.defaults)()
+        enc = bench.encoder_class({**bench.defaults, "pretrained": "none"})()
         side = 36 if name == "multimnist" else 28
         z = enc(torch.zeros(2, 1, side, side))
         for head in bench.decoders(list(bench.tasks), bench.defaults).values():
@@ -79,7 +79,7 @@ def test_paper_baselines_cover_every_metric_in_fraction_units(name):
         assert set(row) == set(bench.tasks)
 
 
-@pytest.mark.parametrize("name", ("multimnist", "digits"))
+@pytest.mark.parametrize("name", ("multimnist", "digits", "densemnist"))
 def test_cpu_benchmarks_have_no_paper_baseline(name):
     bench = get(name)
     assert bench.baseline is None and bench.published is None and bench.has_val

@@ -6,15 +6,16 @@ single-task baseline with units, published rows) and registers it:
 
 * :mod:`~libmtl_repmtl.benchmarks.nyuv2`, :mod:`~libmtl_repmtl.benchmarks.cityscapes` (dense, the paper's),
   :mod:`~libmtl_repmtl.benchmarks.office` (``office-31``, ``office-home``);
-* :mod:`~libmtl_repmtl.benchmarks.multimnist`, :mod:`~libmtl_repmtl.benchmarks.digits` (CPU, real MNIST digits).
+* :mod:`~libmtl_repmtl.benchmarks.multimnist`, :mod:`~libmtl_repmtl.benchmarks.digits`,
+  :mod:`~libmtl_repmtl.benchmarks.densemnist` (CPU, real MNIST digits; DenseMNIST is shaped like NYUv2).
 
 Look-up: ``get("Office_31")``, ``names()``; adding one: :func:`register` (see ``docs/ARCHITECTURE.md``).
 """
 
-from libmtl_repmtl.benchmarks import cityscapes, digits, multimnist, nyuv2, office
+from libmtl_repmtl.benchmarks import cityscapes, densemnist, digits, multimnist, nyuv2, office
 from libmtl_repmtl.benchmarks.base import Baseline, Benchmark, BenchmarkSetupError, Published, Task, task_dict_of
 from libmtl_repmtl.benchmarks.registry import UnknownBenchmarkError, canonical_name, find, get, names, register
 
 __all__ = ["Baseline", "Benchmark", "BenchmarkSetupError", "Published", "Task", "UnknownBenchmarkError",
-           "canonical_name", "cityscapes", "digits", "find", "get", "multimnist", "names", "nyuv2", "office",
-           "register", "task_dict_of"]
+           "canonical_name", "cityscapes", "densemnist", "digits", "find", "get", "multimnist", "names", "nyuv2",
+           "office", "register", "task_dict_of"]

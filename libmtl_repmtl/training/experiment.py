@@ -227,8 +227,9 @@ def run_experiment(benchmark: str, weighting: str | type, arch: str | type, data
         options: run settings ``train_bs`` (alias ``batch_size``), ``test_bs``, ``optim``, ``lr``,
             ``weight_decay``, ``momentum``, ``scheduler`` (``step`` / ``exp`` / ``cos`` / ``None``), ``step_size``,
             ``gamma``, ``encoder`` (``resnet50`` / ``resnet18`` / ``tiny``), ``pretrained`` (``imagenet`` /
-            ``none`` / path), ``aug``, ``num_workers``, and benchmark-specific options (e.g. ``list_dir``,
-            ``n_train``), all defaulting to the benchmark's :attr:`~Benchmark.defaults`.
+            ``none`` / path; the CPU benchmarks: ``pretext`` / ``none`` / path), ``aug``, ``num_workers``, and
+            benchmark-specific options (e.g. ``list_dir``, ``n_train``), all defaulting to the benchmark's
+            :attr:`~Benchmark.defaults`.
 
     Launched by ``torchrun`` (``WORLD_SIZE > 1``), every process calls this with the same arguments: it joins
     the process group (and leaves it at the end when it started it), refuses weightings that DDP cannot
