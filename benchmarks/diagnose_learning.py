@@ -108,8 +108,8 @@ def run(name: str, cfg0: RepMTLConfig, extra: dict[str, float], args: argparse.N
     orig = tsr_mod.task_distribution
     floor = extra.get("floor", 0.0)
     if floor > 0:
-        def floored(stacked: torch.Tensor) -> torch.Tensor:
-            mag = stacked.mean(dim=2).abs()
+        def floored(stacked: torch.Tensor, channel_mean: str = "signed") -> torch.Tensor:
+            mag = tsr_mod.channel_magnitudes(stacked, channel_mean)
             delta = floor * mag.detach().sum(0).amax()
             return (mag + delta) / (mag.sum(dim=0, keepdim=True) + mag.shape[0] * delta)
         tsr_mod.task_distribution = floored

@@ -79,42 +79,45 @@ def task_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def build_model(arch: type, weighting: type, tasks: list[str], dense: bool, multi_input: bool,
-                rep_grad: bool, channels: int = 5, dtype: torch.dtype = DT) -> nn.Module:
-    """Compose ``class MTLmodel(arch, weighting)`` exactly as LibMTL's Trainer does, on the CPU."""
+                rep_grad: bool, channels: int = 5, dtype: torch.dtype = DT,
+                device: torch.device | str = "cpu") -> nn.Module:
+    """Compose ``class MTLmodel(arch, weighting)`` exactly as LibMTL's Trainer does, on ``device``."""
+    device = torch.device(device)
 
     class MTLmodel(arch, weighting):  # type: ignore[misc, valid-type]
         def __init__(self) -> None:
             encoder = DenseEncoder if dense else VectorEncoder
             super().__init__(tasks, lambda: encoder(channels), make_heads(tasks, dense, channels), rep_grad,
-                             multi_input, torch.device("cpu"))
+                             multi_input, device)
             self.init_param()
 
-    return MTLmodel().to(dtype)
+    return MTLmodel().to(dtype).to(device)
 
 
 def make_batch(tasks: list[str], dense: bool, multi_input: bool, batch: int | list[int],
-               seed: int = 0, dtype: torch.dtype = DT) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Inputs (one, or one per task) and per-task targets."""
+               seed: int = 0, dtype: torch.dtype = DT,
+               device: torch.device | str = "cpu") -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Inputs (one, or one per task) and per-task targets (drawn on the CPU, then moved to ``device``)."""
     g = torch.Generator().manual_seed(seed)
     sizes = batch if isinstance(batch, list) else [batch] * len(tasks)
 
     def x(b: int) -> torch.Tensor:
         shape = (b, 3, 4, 5) if dense else (b, 6)
-        return torch.randn(*shape, generator=g, dtype=dtype)
+        return torch.randn(*shape, generator=g, dtype=dtype).to(device)
 
     inputs = [x(b) for b in sizes] if multi_input else [x(sizes[0])]
     targets = []
     for t in range(len(tasks)):
         b = sizes[t] if multi_input else sizes[0]
         shape = (b, 2, 4, 5) if dense else (b, 2)
-        targets.append(torch.randn(*shape, generator=g, dtype=dtype))
+        targets.append(torch.randn(*shape, generator=g, dtype=dtype).to(device))
     return inputs, targets
 
 
 def forward_losses(model: nn.Module, tasks: list[str], inputs: list[torch.Tensor],
                    targets: list[torch.Tensor], multi_input: bool) -> torch.Tensor:
     """Forward pass and ``(T,)`` loss tensor, the way LibMTL's Trainer builds them."""
-    losses = torch.zeros(len(tasks), dtype=inputs[0].dtype)
+    losses = torch.zeros(len(tasks), dtype=inputs[0].dtype, device=inputs[0].device)
     if multi_input:
         for tn, task in enumerate(tasks):
             losses[tn] = task_loss(model(inputs[tn], task)[task], targets[tn])

@@ -19,6 +19,7 @@ from libmtl_repmtl.core import (
     tsr_entropy_map,
     tsr_loss,
 )
+from libmtl_repmtl.core.config import CHOICES
 from libmtl_repmtl.core.reference import naive_csa, naive_tsr
 from libmtl_repmtl.libmtl.architecture import RepHPS
 from libmtl_repmtl.libmtl.weighting import RepMTL
@@ -198,3 +199,71 @@ def test_materialised_reference_equals_loop_reference():
     sal = _saliencies((3, 4, 5, 2, 3), 7)
     assert materialised_csa(sal, 0.3).item() == pytest.approx(naive_csa(sal, 0.3).item(), rel=1e-12)
     assert materialised_tsr(sal).item() == pytest.approx(naive_tsr(sal).item(), rel=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=shapes.filter(lambda s: s[1] >= 2), seed=st.integers(0, 2**16),
+       log_scale=st.floats(-9, 4), tau=st.floats(0.05, 2.0))
+def test_infonce_form_matches_reference_is_positive_and_above_printed(shape, seed, log_scale, tau):
+    sal = [s * 10.0**log_scale for s in _saliencies(shape, seed)]
+    infonce = csa_loss(sal, tau, form="infonce").item()
+    assert infonce == pytest.approx(naive_csa(_saliencies(shape, seed), tau, "infonce").item(), rel=1e-9)
+    # The positive pair in the denominator: every term is -log of a probability (> 0) and above the printed one.
+    assert infonce > 0
+    assert infonce > csa_loss(sal, tau, form="printed").item()
+
+
+def test_infonce_gradient_on_the_positive_vanishes_once_it_wins_and_printed_does_not():
+    from libmtl_repmtl.core.csa import contrastive_terms
+
+    tau = 0.05
+    neg = 0.5 * torch.rand(4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for form in CHOICES["csa_form"]:
+        pos = torch.ones(2, 4, dtype=torch.float64, requires_grad=True)  # every positive wins by >= 0.5
+        contrastive_terms(pos, neg, 0, tau, form).sum().backward()
+        if form == "printed":
+            torch.testing.assert_close(pos.grad, torch.full_like(pos, -1 / tau))
+        else:
+            assert 0 < -pos.grad.max().item() and -pos.grad.min().item() < 3 * math.exp(-0.5 / tau) / tau
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=shapes, seed=st.integers(0, 2**16), log_scale=st.floats(-12, 3))
+def test_abs_channel_mean_tsr_is_an_entropy_and_matches_reference(shape, seed, log_scale):
+    sal = _saliencies(shape, seed, 10.0**log_scale)
+    value = tsr_loss(sal, "abs").item()
+    assert -1e-12 <= value <= math.log(shape[0]) + 1e-12
+    if shape[0] >= 2:
+        assert value == pytest.approx(naive_tsr(sal, "abs").item(), rel=1e-9, abs=1e-12)
+
+
+def test_abs_channel_mean_ignores_channel_signs_and_signed_does_not():
+    sal = _saliencies((3, 2, 4, 2, 2), 11)
+    flip = torch.tensor([1.0, -1.0, 1.0, -1.0], dtype=torch.float64).reshape(1, 4, 1, 1)
+    flipped = [sal[0] * flip, sal[1], sal[2]]
+    assert tsr_loss(flipped, "abs").item() == pytest.approx(tsr_loss(sal, "abs").item(), rel=1e-12)
+    assert tsr_loss(flipped, "signed").item() != pytest.approx(tsr_loss(sal, "signed").item(), rel=1e-6)
+
+
+def test_raw_saliency_is_the_objective_saliency_times_the_loss():
+    """With the log transform, d L_t/dZ = (L_t + 1e-8) d l_t/dZ; the sum of objectives is unchanged."""
+    copies = _reps(tasks=3)
+    losses = torch.stack([copies[0].pow(2).mean() + 0.5, copies[1].sin().mean() + 2, copies[2].exp().mean()])
+    obj = regularised_objective(losses, copies, RepMTLConfig())
+    raw = regularised_objective(losses, copies, RepMTLConfig(saliency_loss="raw"))
+    for t in range(3):
+        torch.testing.assert_close(raw.saliencies[t], obj.saliencies[t] * (losses[t].detach() + 1e-8))
+    torch.testing.assert_close(raw.objectives, obj.objectives)
+    assert raw.tsr.item() != pytest.approx(obj.tsr.item(), rel=1e-6)  # per-task scales move P
+    # Without the log transform the two readings are the same saliency.
+    off = [regularised_objective(losses, copies, RepMTLConfig(log_loss=False, saliency_loss=s)) for s in
+           CHOICES["saliency_loss"]]
+    torch.testing.assert_close(off[0].total, off[1].total)
+
+
+def test_bad_core_option_values_are_refused():
+    sal = _saliencies((2, 3, 2, 1, 1), 0)
+    with pytest.raises(ValueError, match="'printed', 'infonce'"):
+        csa_loss(sal, 0.1, form="ntxent")
+    with pytest.raises(ValueError, match="'signed', 'abs'"):
+        tsr_loss(sal, "l2")

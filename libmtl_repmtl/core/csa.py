@@ -5,7 +5,11 @@ For sample ``b`` let ``S_tb`` be ``S_t[b]`` as a ``C x N`` matrix and ``A_b = [m
 flattened and L2-normalised to ``m_tb`` and ``a_b``. Positives ``(a_b, m_tb)``, negatives ``(a_b, a_k)``,
 ``k != b``; cosine similarity, temperature ``tau``::
 
-    L_csa = mean_{b,t} -log( exp(a_b.m_tb / tau) / sum_{k != b} exp(a_b.a_k / tau) )
+    L_csa = mean_{b,t} -log( exp(a_b.m_tb / tau) / D_tb )
+
+with ``D_tb = sum_{k != b} exp(a_b.a_k / tau)`` as printed (``form="printed"``) or, as in SimCLR's NT-Xent
+(``form="infonce"``), ``D_tb = exp(a_b.m_tb / tau) + sum_{k != b} exp(a_b.a_k / tau)`` (the positive pair in
+the denominator too: its gradient on the positive vanishes once the positive wins; the printed one's never does).
 
 No ``C x C`` matrix is ever formed: every quantity is a Frobenius product with a cheap form,
 
@@ -24,6 +28,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from libmtl_repmtl.core.config import CHOICES
 from libmtl_repmtl.core.saliency import global_rescale, stack_saliencies, warn_once
 
 #: Gathers a per-rank tensor ``(B_local, ...)`` into the global ``(B_global, ...)`` one, keeping gradients
@@ -93,6 +98,7 @@ def csa_loss(
     saliencies: Sequence[Tensor] | Tensor,
     tau: float = 0.1,
     gather: GatherFn | None = None,
+    form: str = "printed",
 ) -> Tensor:
     """The CSA contrastive term ``L_csa``.
 
@@ -100,6 +106,7 @@ def csa_loss(
         saliencies: ``T`` tensors ``(B, C, *spatial)`` (or ``(B, C)``), or a stacked ``(T, B, C, N)``.
         tau: temperature (> 0).
         gather: optional distributed gather of anchors for global negatives (see :func:`csa_similarities`).
+        form: ``"printed"`` (denominator: the negatives only) or ``"infonce"`` (the positive pair too).
 
     Returns:
         Scalar, in at least float32. With a (global) batch of 1 there are no negatives: the term is skipped
@@ -107,19 +114,38 @@ def csa_loss(
     """
     if tau <= 0:
         raise ValueError(f"CSA temperature tau must be > 0, got {tau}")
+    if form not in CHOICES["csa_form"]:
+        raise ValueError(f"CSA form must be one of {CHOICES['csa_form']}, got {form!r}")
     stacked = saliencies if isinstance(saliencies, Tensor) else stack_saliencies(saliencies)
     stacked = global_rescale(stacked)
     pos, neg, offset = csa_similarities(stacked, gather)
-    batch, batch_all = neg.shape
-    if batch_all < 2:
+    if neg.shape[1] < 2:
         warn_once("csa-batch-1", "Rep-MTL: batch of 1 sample has no CSA negatives; the CSA term is skipped")
         return stacked.sum() * 0.0
+    return contrastive_terms(pos, neg, offset, tau, form).mean()
+
+
+def contrastive_terms(pos: Tensor, neg: Tensor, offset: int, tau: float, form: str = "printed") -> Tensor:
+    """Per-pair CSA terms ``-log( exp(pos_tb / tau) / D_tb )`` from the cosine similarities.
+
+    Args:
+        pos: ``(T, B)`` positive cosines ``a_b.m_tb``.
+        neg: ``(B, B_all)`` cosines ``a_b.a_k`` against every anchor of the (global) batch, ``B_all >= 2``.
+        offset: the column of ``neg`` holding local sample 0 (its own anchor, excluded from the negatives).
+        tau: temperature (> 0).
+        form: ``"printed"`` (``D_tb``: the negatives) or ``"infonce"`` (the negatives and the positive).
+
+    Returns:
+        ``(T, B)``. Their derivative w.r.t. ``pos`` is ``-1/tau`` (printed) or ``-(1 - p_tb)/tau`` (infonce,
+        ``p_tb`` the softmax weight of the positive).
+    """
+    batch = neg.shape[0]
     self_mask = torch.zeros_like(neg, dtype=torch.bool)
     self_mask[torch.arange(batch), torch.arange(batch) + offset] = True
     logits = (neg / tau).masked_fill(self_mask, float("-inf"))
-    log_denominator = torch.logsumexp(logits, dim=1)  # (B,)
-    per_pair = -pos / tau + log_denominator.unsqueeze(0)  # (T, B)
-    return per_pair.mean()
+    log_negatives = torch.logsumexp(logits, dim=1).unsqueeze(0)  # (1, B)
+    log_denominator = torch.logaddexp(pos / tau, log_negatives) if form == "infonce" else log_negatives
+    return -pos / tau + log_denominator
 
 
-__all__ = ["GatherFn", "affinity_norms", "csa_loss", "csa_similarities"]
+__all__ = ["GatherFn", "affinity_norms", "contrastive_terms", "csa_loss", "csa_similarities"]

@@ -94,6 +94,9 @@ def regularised_objective(
 ) -> RepMTLTerms:
     """Evaluate ``L = sum_t l_t + lambda_tsr L_tsr + lambda_csa L_csa``.
 
+    The saliencies are ``d l_t / d Z`` or, with ``config.saliency_loss == "raw"`` and the log transform on,
+    ``d L_t / d Z``; the first term is ``sum_t l_t`` either way.
+
     Args:
         losses: ``(T,)`` batch-mean task losses ``L_t``.
         reps: ``T`` leaf tensors ``(B_t, C, *spatial)`` requiring grad, ``reps[t]`` being what head ``t``
@@ -112,10 +115,11 @@ def regularised_objective(
     zero = objectives.sum() * 0.0
     if not cfg.needs_saliency_graph:
         return RepMTLTerms(objectives.sum(), objectives, zero, zero)
-    saliencies = task_saliencies(objectives, reps, create_graph=True)
+    saliency_of = task_objectives(losses, log_loss=False) if cfg.saliency_of_raw_loss else objectives
+    saliencies = task_saliencies(saliency_of, reps, create_graph=True)
     stacked = stack_saliencies(saliencies)
-    tsr = tsr_loss(stacked) if cfg.lambda_tsr > 0 else stacked.sum() * 0.0
-    csa = csa_loss(stacked, cfg.tau, gather) if cfg.lambda_csa > 0 else stacked.sum() * 0.0
+    tsr = tsr_loss(stacked, cfg.tsr_channel_mean) if cfg.lambda_tsr > 0 else stacked.sum() * 0.0
+    csa = csa_loss(stacked, cfg.tau, gather, cfg.csa_form) if cfg.lambda_csa > 0 else stacked.sum() * 0.0
     total = objectives.sum() + cfg.lambda_tsr * tsr + cfg.lambda_csa * csa
     return RepMTLTerms(total, objectives, tsr, csa, saliencies)
 

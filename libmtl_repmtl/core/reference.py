@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from libmtl_repmtl.core.config import LOG_EPS, RepMTLConfig
+from libmtl_repmtl.core.config import CHOICES, LOG_EPS, RepMTLConfig
 
 
 def naive_saliencies(objectives: Sequence[Tensor], reps: Sequence[Tensor]) -> list[Tensor]:
@@ -20,15 +20,23 @@ def naive_saliencies(objectives: Sequence[Tensor], reps: Sequence[Tensor]) -> li
     return [torch.autograd.grad(l, z, create_graph=True)[0] for l, z in zip(objectives, reps)]
 
 
-def naive_tsr(saliencies: Sequence[Tensor]) -> Tensor:
-    """``L_tsr`` by its definition (positions enumerated; assumes no all-zero position)."""
+def naive_tsr(saliencies: Sequence[Tensor], channel_mean: str = "signed") -> Tensor:
+    """``L_tsr`` by its definition (positions enumerated; assumes no all-zero position).
+
+    ``channel_mean``: ``"signed"`` (``|mean_c S|``) or ``"abs"`` (``mean_c |S|``) per position and task.
+    """
     num_tasks = len(saliencies)
     if num_tasks < 2:
         return saliencies[0].sum() * 0.0
-    channel_means = [s.mean(dim=1).reshape(-1) for s in saliencies]  # T x (B*N)
+    if channel_mean == "signed":
+        magnitudes = [s.mean(dim=1).abs().reshape(-1) for s in saliencies]  # T x (B*N)
+    elif channel_mean == "abs":
+        magnitudes = [s.abs().mean(dim=1).reshape(-1) for s in saliencies]
+    else:
+        raise ValueError(f"unknown channel_mean {channel_mean!r}; allowed: {CHOICES['tsr_channel_mean']}")
     entropies = []
-    for i in range(channel_means[0].numel()):
-        mags = [m[i].abs() for m in channel_means]
+    for i in range(magnitudes[0].numel()):
+        mags = [m[i] for m in magnitudes]
         total = sum(mags)
         h = 0.0
         for mag in mags:
@@ -38,8 +46,13 @@ def naive_tsr(saliencies: Sequence[Tensor]) -> Tensor:
     return torch.stack(entropies).mean()
 
 
-def naive_csa(saliencies: Sequence[Tensor], tau: float) -> Tensor:
-    """``L_csa`` by its definition, materialising every ``C x C`` matrix."""
+def naive_csa(saliencies: Sequence[Tensor], tau: float, form: str = "printed") -> Tensor:
+    """``L_csa`` by its definition, materialising every ``C x C`` matrix.
+
+    ``form``: ``"printed"`` (denominator: the negatives ``k != b``) or ``"infonce"`` (the positive pair too).
+    """
+    if form not in CHOICES["csa_form"]:
+        raise ValueError(f"unknown CSA form {form!r}; allowed: {CHOICES['csa_form']}")
     batch, channels = saliencies[0].shape[:2]
     per_sample = [[s[b].reshape(channels, -1) for s in saliencies] for b in range(batch)]  # b -> t -> C x N
     anchors_hat = []
@@ -51,9 +64,11 @@ def naive_csa(saliencies: Sequence[Tensor], tau: float) -> Tensor:
         task_affinities.append([(s @ s.T).reshape(-1) / (s @ s.T).norm() for s in per_sample[b]])
     terms = []
     for b in range(batch):
-        denominator = sum(torch.exp(anchors_hat[b] @ anchors_hat[k] / tau) for k in range(batch) if k != b)
+        negatives = sum(torch.exp(anchors_hat[b] @ anchors_hat[k] / tau) for k in range(batch) if k != b)
         for m_tb in task_affinities[b]:
-            terms.append(-torch.log(torch.exp(anchors_hat[b] @ m_tb / tau) / denominator))
+            positive = torch.exp(anchors_hat[b] @ m_tb / tau)
+            denominator = negatives + positive if form == "infonce" else negatives
+            terms.append(-torch.log(positive / denominator))
     return torch.stack(terms).mean()
 
 
@@ -64,27 +79,31 @@ def naive_objective(losses: Sequence[Tensor], reps: Sequence[Tensor], config: Re
         losses: ``T`` scalar batch-mean task losses.
         reps: ``T`` representations ``(B, C, ...)`` that the losses were computed from (NOT detached: the
             same encoder output for single-input problems, each task's own for multi-input ones).
-        config: hyper-parameters.
+        config: hyper-parameters (every field but ``global_negatives``, which needs several processes).
     """
     objectives = [torch.log(l + LOG_EPS) if config.log_loss else l for l in losses]
     total = sum(objectives)
     if config.lambda_tsr == 0 and config.lambda_csa == 0:
         return total
-    saliencies = naive_saliencies(objectives, reps)
+    # saliency_loss: "raw" differentiates L_t itself; "objective" (or log_loss off) differentiates l_t.
+    saliency_of = list(losses) if config.log_loss and config.saliency_loss == "raw" else objectives
+    saliencies = naive_saliencies(saliency_of, reps)
     batch = min(s.shape[0] for s in saliencies)
     saliencies = [s[:batch] for s in saliencies]
     if config.lambda_tsr > 0:
-        total = total + config.lambda_tsr * naive_tsr(saliencies)
+        total = total + config.lambda_tsr * naive_tsr(saliencies, config.tsr_channel_mean)
     if config.lambda_csa > 0 and batch > 1:
-        total = total + config.lambda_csa * naive_csa(saliencies, config.tau)
+        total = total + config.lambda_csa * naive_csa(saliencies, config.tau, config.csa_form)
     return total
 
 
-def materialised_csa(saliencies: Sequence[Tensor], tau: float) -> Tensor:
+def materialised_csa(saliencies: Sequence[Tensor], tau: float, form: str = "printed") -> Tensor:
     """``L_csa`` with every ``C x C`` matrix formed, vectorised over samples and tasks.
 
     The cost baseline of ``benchmarks/step_cost.py`` ("naive" formulation); equal to :func:`naive_csa`.
     """
+    if form not in CHOICES["csa_form"]:
+        raise ValueError(f"unknown CSA form {form!r}; allowed: {CHOICES['csa_form']}")
     batch, channels = saliencies[0].shape[:2]
     s = torch.stack([x.reshape(batch, channels, -1) for x in saliencies])  # T, B, C, N
     anchors = s.mean(dim=-1).permute(1, 2, 0)  # B, C, T
@@ -95,12 +114,17 @@ def materialised_csa(saliencies: Sequence[Tensor], tau: float) -> Tensor:
     pos = (a_hat.unsqueeze(0) * m).sum(dim=2)  # T, B
     neg = a_hat @ a_hat.T  # B, B
     eye = torch.eye(batch, dtype=torch.bool, device=neg.device)
-    log_den = torch.logsumexp((neg / tau).masked_fill(eye, float("-inf")), dim=1)
-    return (-pos / tau + log_den.unsqueeze(0)).mean()
+    log_den = torch.logsumexp((neg / tau).masked_fill(eye, float("-inf")), dim=1).unsqueeze(0)
+    if form == "infonce":
+        log_den = torch.logaddexp(pos / tau, log_den)
+    return (-pos / tau + log_den).mean()
 
 
-def materialised_tsr(saliencies: Sequence[Tensor]) -> Tensor:
+def materialised_tsr(saliencies: Sequence[Tensor], channel_mean: str = "signed") -> Tensor:
     """``L_tsr`` vectorised straight from the formula (no guards; assumes no all-zero position)."""
-    mags = torch.stack([x.mean(dim=1).abs().reshape(-1) for x in saliencies])  # T, B*N
+    if channel_mean not in CHOICES["tsr_channel_mean"]:
+        raise ValueError(f"unknown channel_mean {channel_mean!r}; allowed: {CHOICES['tsr_channel_mean']}")
+    per_channel = [x.abs() if channel_mean == "abs" else x for x in saliencies]
+    mags = torch.stack([x.mean(dim=1).abs().reshape(-1) for x in per_channel])  # T, B*N
     p = mags / mags.sum(dim=0, keepdim=True)
     return -(p * torch.log(p)).sum(dim=0).mean()

@@ -1,9 +1,13 @@
 """``RepMTL``: the Rep-MTL method as a LibMTL weighting.
 
 Equal weighting of the task objectives (``log(L_t + 1e-8)`` by default) plus the TSR and CSA
-regularisers on the task saliencies. Hyper-parameters arrive as LibMTL ``weight_args``:
-``RepMTL_lambda_tsr``, ``RepMTL_lambda_csa``, ``RepMTL_tau``, ``RepMTL_log_loss``
-(``RepMTL_global_negatives`` for distributed training).
+regularisers on the task saliencies. Hyper-parameters arrive as LibMTL ``weight_args``, one
+``RepMTL_<field>`` key per field of :class:`~libmtl_repmtl.core.config.RepMTLConfig` (``RepMTL_lambda_tsr``,
+``RepMTL_lambda_csa``, ``RepMTL_tau``, ``RepMTL_log_loss``, ``RepMTL_csa_form``, ``RepMTL_saliency_loss``,
+``RepMTL_tsr_channel_mean``; ``RepMTL_global_negatives`` for distributed training); the flags
+``--RepMTL_<field>`` are built from the same fields. An unknown ``RepMTL_*`` key is an error naming the known
+ones. The weighting parses its ``weight_args`` once and holds the result (``repmtl_config``); a step re-parses
+only when the ``weight_args`` it receives differ from the ones parsed.
 
 Works with LibMTL's ``HPS`` (with or without ``--rep_grad``: without it, RepMTL switches the capture of
 the representation on at model construction) and with ``RepHPS`` (recommended: one encoder backward,
@@ -14,12 +18,20 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from torch import Tensor
 
-from libmtl_repmtl.core.config import RepMTLConfig
+from libmtl_repmtl.core.config import (
+    CHOICES,
+    FIELD_HELP,
+    WEIGHT_ARG_PREFIX,
+    RepMTLConfig,
+    parse_bool,
+    weight_arg_keys,
+)
 from libmtl_repmtl.core.csa import GatherFn
 from libmtl_repmtl.core.objective import repmtl_backward
 from libmtl_repmtl.libmtl.bases import AbsWeighting, LibMTL
@@ -30,12 +42,34 @@ _DEFAULTS = RepMTLConfig()
 
 
 def _bool_arg(text: str) -> bool:
-    value = text.strip().lower()
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    if value in {"0", "false", "no", "off"}:
+    try:
+        return parse_bool(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _unchanged(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
+    """Whether ``new`` holds the same keys and values as ``old`` (identical objects, or equal scalars)."""
+    if old is None or new.keys() != old.keys():
         return False
-    raise argparse.ArgumentTypeError(f"expected true/false (or 1/0), got {text!r}")
+    for key, value in new.items():
+        if value is old[key]:
+            continue
+        try:
+            if not bool(value == old[key]):
+                return False
+        except (TypeError, ValueError, RuntimeError):  # e.g. arrays: no single truth value
+            return False
+    return True
+
+
+def _flag_options(name: str, default: Any) -> dict[str, Any]:
+    """``add_argument`` options of the flag of config field ``name`` (type, choices, help)."""
+    if name in CHOICES:
+        return {"type": str.lower, "choices": CHOICES[name], "default": default}
+    if isinstance(default, bool):
+        return {"type": _bool_arg, "default": default}
+    return {"type": float, "default": default}
 
 
 class RepMTL(AbsWeighting):  # type: ignore[misc, valid-type]
@@ -56,23 +90,16 @@ class RepMTL(AbsWeighting):  # type: ignore[misc, valid-type]
     # ------------------------------------------------------------------ plugin protocol (host)
     @classmethod
     def libmtl_add_args(cls, parser: argparse.ArgumentParser) -> None:
-        """Add ``--RepMTL_lambda_tsr``, ``--RepMTL_lambda_csa``, ``--RepMTL_tau``, ``--RepMTL_log_loss``."""
+        """Add one ``--RepMTL_<field>`` flag per :class:`RepMTLConfig` field (defaults: the config's)."""
         group = parser.add_argument_group("RepMTL")
-        group.add_argument("--RepMTL_lambda_tsr", type=float, default=_DEFAULTS.lambda_tsr,
-                           help="weight of the TSR entropy term (default %(default)s; 0 = off)")
-        group.add_argument("--RepMTL_lambda_csa", type=float, default=_DEFAULTS.lambda_csa,
-                           help="weight of the CSA contrastive term (default %(default)s; 0 = off)")
-        group.add_argument("--RepMTL_tau", type=float, default=_DEFAULTS.tau,
-                           help="CSA temperature (default %(default)s)")
-        group.add_argument("--RepMTL_log_loss", type=_bool_arg, default=_DEFAULTS.log_loss,
-                           help="task objective log(L_t + 1e-8) (default %(default)s)")
-        group.add_argument("--RepMTL_global_negatives", type=_bool_arg, default=_DEFAULTS.global_negatives,
-                           help="distributed: CSA negatives from the global batch (default %(default)s)")
+        for key, default in _DEFAULTS.to_weight_args().items():
+            name = key[len(WEIGHT_ARG_PREFIX):]
+            group.add_argument(f"--{key}", help=FIELD_HELP[name], **_flag_options(name, default))
 
     @classmethod
     def libmtl_args(cls, params: argparse.Namespace) -> dict[str, Any]:
         """The ``weight_args`` from parsed flags (validated; defaults where a flag is absent)."""
-        raw = {k: getattr(params, k) for k in RepMTLConfig().to_weight_args() if hasattr(params, k)}
+        raw = {k: getattr(params, k) for k in weight_arg_keys() if hasattr(params, k)}
         return RepMTLConfig.from_weight_args(raw).to_weight_args()
 
     # ------------------------------------------------------------------ LibMTL weighting API
@@ -81,6 +108,8 @@ class RepMTL(AbsWeighting):  # type: ignore[misc, valid-type]
         super().init_param()
         self.repmtl_stats: dict[str, Any] = {}
         self._repmtl_step = 0
+        self.repmtl_config = _DEFAULTS
+        self._repmtl_parsed: dict[str, Any] | None = None
         if getattr(self, "captures_rep", False):
             return
         if isinstance(self, LibMTL.architecture.HPS):
@@ -98,7 +127,7 @@ class RepMTL(AbsWeighting):  # type: ignore[misc, valid-type]
 
     def backward(self, losses: Tensor, **kwargs: Any) -> np.ndarray:  # type: ignore[override]
         """Backpropagate the regularised objective; return ``(T,)`` ones (equal weighting)."""
-        config = RepMTLConfig.from_weight_args(kwargs)
+        config = self.repmtl_config if _unchanged(kwargs, self._repmtl_parsed) else self.repmtl_configure(kwargs)
         copies, sources = self._captured()
         gather = self.repmtl_gather if config.global_negatives else None
         terms = repmtl_backward(losses, sources, copies, config, self.task_name, self._repmtl_step, gather)
@@ -107,6 +136,19 @@ class RepMTL(AbsWeighting):  # type: ignore[misc, valid-type]
         # Release the step's graph references early.
         self.rep, self.rep_tasks = {}, {}
         return np.ones(self.task_num)
+
+    def repmtl_configure(self, weight_args: Mapping[str, Any]) -> RepMTLConfig:
+        """Parse ``weight_args`` (validated) into the held ``repmtl_config`` and return it.
+
+        ``backward`` calls it when its ``weight_args`` differ from the last ones parsed (so once per run under
+        LibMTL's Trainer); a trainer may call it at construction to fail before the first step.
+
+        Raises:
+            ValueError: an unknown ``RepMTL_*`` key or a bad value (the message lists what is allowed).
+        """
+        self.repmtl_config = RepMTLConfig.from_weight_args(weight_args)
+        self._repmtl_parsed = dict(weight_args)
+        return self.repmtl_config
 
     def _captured(self) -> tuple[list[Tensor], list[Tensor]]:
         missing = [t for t in self.task_name if t not in getattr(self, "rep_tasks", {})]
