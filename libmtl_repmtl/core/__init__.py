@@ -14,7 +14,7 @@ True
 """
 
 from libmtl_repmtl.core.config import RepMTLConfig
-from libmtl_repmtl.core.csa import affinity_norms, csa_loss, csa_similarities
+from libmtl_repmtl.core.csa import affinity_norms, contrastive_terms, csa_loss, csa_similarities
 from libmtl_repmtl.core.objective import (
     NonFiniteLossError,
     RepMTLTerms,
@@ -23,20 +23,27 @@ from libmtl_repmtl.core.objective import (
     regularised_objective,
     repmtl_backward,
 )
+from libmtl_repmtl.core.presets import PRESETS, MethodSpec, parse_method, parse_methods
 from libmtl_repmtl.core.saliency import global_rescale, stack_saliencies, task_objectives, task_saliencies
-from libmtl_repmtl.core.tsr import entropy_map, task_distribution, tsr_entropy_map, tsr_loss
+from libmtl_repmtl.core.tsr import channel_magnitudes, entropy_map, task_distribution, tsr_entropy_map, tsr_loss
 
 __all__ = [
+    "PRESETS",
+    "MethodSpec",
     "NonFiniteLossError",
     "RepMTLConfig",
     "RepMTLTerms",
     "affinity_norms",
     "backward_into_encoder",
     "check_finite_losses",
+    "contrastive_terms",
+    "channel_magnitudes",
     "csa_loss",
     "csa_similarities",
     "entropy_map",
     "global_rescale",
+    "parse_method",
+    "parse_methods",
     "regularised_objective",
     "repmtl_backward",
     "stack_saliencies",
