@@ -152,3 +152,21 @@ def test_configure_before_training_fails_early_and_is_not_repeated(monkeypatch):
     monkeypatch.setattr(RepMTLConfig, "from_weight_args", classmethod(fail))
     model.backward(losses(), **weight_args)
     assert model.repmtl_stats["L_csa"] == 0.0 and torch.isfinite(torch.tensor(model.repmtl_stats["total"]))
+
+
+def test_libmtl_flags_path_carries_every_option(capsys):
+    """LibMTL's own parser and ``prepare_args`` (the path of its example scripts) hand every option on."""
+    import libmtl_repmtl
+
+    libmtl_repmtl.register()
+    from libmtl_repmtl.libmtl.bases import LibMTL
+
+    argv = ["--weighting", "RepMTL", "--arch", "RepHPS", "--RepMTL_csa_form", "infonce",
+            "--RepMTL_saliency_loss", "raw", "--RepMTL_tsr_channel_mean", "abs", "--RepMTL_tau", "0.5"]
+    params = LibMTL.config.LibMTL_args.parse_args(argv)
+    kwargs, _, _ = LibMTL.config.prepare_args(params)
+    assert RepMTLConfig.from_weight_args(kwargs["weight_args"]) == RepMTLConfig(
+        tau=0.5, csa_form="infonce", saliency_loss="raw", tsr_channel_mean="abs")
+    with pytest.raises(SystemExit):
+        LibMTL.config.LibMTL_args.parse_args(["--weighting", "RepMTL", "--RepMTL_csa_form", "ntxent"])
+    assert "invalid choice: 'ntxent'" in capsys.readouterr().err
