@@ -170,3 +170,28 @@ def test_libmtl_flags_path_carries_every_option(capsys):
     with pytest.raises(SystemExit):
         LibMTL.config.LibMTL_args.parse_args(["--weighting", "RepMTL", "--RepMTL_csa_form", "ntxent"])
     assert "invalid choice: 'ntxent'" in capsys.readouterr().err
+
+
+def _plain(v):
+    if v is None or isinstance(v, (bool, int, float, str)) or torch.is_tensor(v):
+        return True
+    if isinstance(v, (list, tuple)):
+        return all(_plain(x) for x in v)
+    return isinstance(v, dict) and all(_plain(x) for x in v.values())
+
+
+def test_parse_cache_is_not_weighting_state():
+    """A trainer that checkpoints the weighting's plain attributes and restores them into a fresh model (as
+    resume does) must not restore a parse cache without its config: the fresh model parses again."""
+    model, losses = _model_and_losses()
+    weight_args = RepMTLConfig(tau=0.5, csa_form="infonce").to_weight_args()
+    model.backward(losses(), **weight_args)
+    module_attrs = set(torch.nn.Module().__dict__)
+    state = {k: v for k, v in model.__dict__.items() if k not in module_attrs and _plain(v)}
+    assert "_repmtl_step" in state
+    assert not any(isinstance(v, dict) and "RepMTL_tau" in v for v in state.values())
+    fresh, fresh_losses = _model_and_losses()
+    for k, v in state.items():
+        setattr(fresh, k, v)
+    fresh.backward(fresh_losses(), **weight_args)
+    assert fresh.repmtl_config == RepMTLConfig(tau=0.5, csa_form="infonce")

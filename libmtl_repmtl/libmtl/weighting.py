@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -48,9 +49,9 @@ def _bool_arg(text: str) -> bool:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _unchanged(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
+def _unchanged(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
     """Whether ``new`` holds the same keys and values as ``old`` (identical objects, or equal scalars)."""
-    if old is None or new.keys() != old.keys():
+    if new.keys() != old.keys():
         return False
     for key, value in new.items():
         if value is old[key]:
@@ -70,6 +71,15 @@ def _flag_options(name: str, default: Any) -> dict[str, Any]:
     if isinstance(default, bool):
         return {"type": _bool_arg, "default": default}
     return {"type": float, "default": default}
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    """The ``weight_args`` last parsed and their config: configuration, held in one non-plain object so that
+    trainers that checkpoint a weighting's plain attributes as its state never save or restore half of it."""
+
+    weight_args: dict[str, Any]
+    config: RepMTLConfig
 
 
 class RepMTL(AbsWeighting):  # type: ignore[misc, valid-type]
@@ -108,8 +118,7 @@ class RepMTL(AbsWeighting):  # type: ignore[misc, valid-type]
         super().init_param()
         self.repmtl_stats: dict[str, Any] = {}
         self._repmtl_step = 0
-        self.repmtl_config = _DEFAULTS
-        self._repmtl_parsed: dict[str, Any] | None = None
+        self._repmtl_parsed: _Parsed | None = None
         if getattr(self, "captures_rep", False):
             return
         if isinstance(self, LibMTL.architecture.HPS):
@@ -127,7 +136,8 @@ class RepMTL(AbsWeighting):  # type: ignore[misc, valid-type]
 
     def backward(self, losses: Tensor, **kwargs: Any) -> np.ndarray:  # type: ignore[override]
         """Backpropagate the regularised objective; return ``(T,)`` ones (equal weighting)."""
-        config = self.repmtl_config if _unchanged(kwargs, self._repmtl_parsed) else self.repmtl_configure(kwargs)
+        parsed = self._repmtl_parsed
+        config = parsed.config if parsed and _unchanged(kwargs, parsed.weight_args) else self.repmtl_configure(kwargs)
         copies, sources = self._captured()
         gather = self.repmtl_gather if config.global_negatives else None
         terms = repmtl_backward(losses, sources, copies, config, self.task_name, self._repmtl_step, gather)
@@ -146,9 +156,15 @@ class RepMTL(AbsWeighting):  # type: ignore[misc, valid-type]
         Raises:
             ValueError: an unknown ``RepMTL_*`` key or a bad value (the message lists what is allowed).
         """
-        self.repmtl_config = RepMTLConfig.from_weight_args(weight_args)
-        self._repmtl_parsed = dict(weight_args)
-        return self.repmtl_config
+        config = RepMTLConfig.from_weight_args(weight_args)
+        self._repmtl_parsed = _Parsed(dict(weight_args), config)
+        return config
+
+    @property
+    def repmtl_config(self) -> RepMTLConfig:
+        """The config held: the last ``weight_args`` parsed (the defaults before the first step)."""
+        parsed = getattr(self, "_repmtl_parsed", None)
+        return parsed.config if parsed is not None else _DEFAULTS
 
     def _captured(self) -> tuple[list[Tensor], list[Tensor]]:
         missing = [t for t in self.task_name if t not in getattr(self, "rep_tasks", {})]
