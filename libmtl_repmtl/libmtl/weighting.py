@@ -137,7 +137,10 @@ class RepMTL(AbsWeighting):  # type: ignore[misc, valid-type]
     def backward(self, losses: Tensor, **kwargs: Any) -> np.ndarray:  # type: ignore[override]
         """Backpropagate the regularised objective; return ``(T,)`` ones (equal weighting)."""
         parsed = self._repmtl_parsed
-        config = parsed.config if parsed and _unchanged(kwargs, parsed.weight_args) else self.repmtl_configure(kwargs)
+        if parsed is None or not _unchanged(kwargs, parsed.weight_args):
+            config = self.repmtl_configure(kwargs)
+        else:
+            config = parsed.config
         copies, sources = self._captured()
         gather = self.repmtl_gather if config.global_negatives else None
         terms = repmtl_backward(losses, sources, copies, config, self.task_name, self._repmtl_step, gather)
