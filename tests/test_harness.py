@@ -217,9 +217,9 @@ def test_summary_states_settings_and_shows_spread_only_with_two_seeds() -> None:
     one = report.render_markdown([_row("EW", 1, -2.0), _row("RepMTL-small", 1, -1.0), _row("STL", 1, 0.0)])
     assert "±" not in one and "one seed per method" in one
     assert "published" not in one.lower()  # no published rows: no sentence about them
-    assert "- `RepMTL-small`: weighting RepMTL, architecture RepHPS, RepMTL_lambda_tsr=0.1, RepMTL_lambda_csa=0.1, " \
-           "RepMTL_tau=1.0, other settings at their defaults" in one
-    assert "- `EW`: weighting EW, architecture HPS, default settings" in one
+    assert "- `RepMTL-small`: weighting RepMTL, architecture RepHPS, lambda_tsr=0.1, lambda_csa=0.1, tau=1, " \
+           "log_loss=true," in one and "(preset RepMTL-small: both lambdas 0.1, tau 1" in one
+    assert "- `EW`: weighting EW, architecture HPS, LibMTL's default settings" in one
     assert "- `STL`: one EW / HPS run per task" in one
     assert "| EW | ours | 1 | 0.9000 | -2.00 |" in one and "higher is better" in one
     two = report.render_markdown([_row("EW", 2, -2.0), _row("RepMTL", 2, 1.0, "published")])
@@ -243,3 +243,36 @@ def test_plot_legend_covers_every_colour_stl_marker_and_direction() -> None:
     assert {t.get_text() for t in cost.get_legend().get_texts()} == {"Rep-MTL variants", "other methods",
                                                                       "STL (all tasks' runs)"}
     assert "higher is better" in cost.get_ylabel()
+
+
+def test_inline_settings_and_presets_each_get_a_folder_and_are_checked_first(tmp_path: Path, capsys) -> None:
+    methods = ["EW", "RepMTL[tau=1, lambda_tsr=0.1]", "RepMTL-paper", "logEW"]
+    assert main(["--benchmarks", "multimnist", "--methods", *methods, "--out", str(tmp_path), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "multimnist/RepMTL[lambda_tsr=0.1,tau=1]/seed0" in text and "multimnist/logEW/seed0" in text
+    grid = plan_grid(["multimnist"], methods, [0], tmp_path)
+    inline = grid[1]
+    assert inline.method == "RepMTL[lambda_tsr=0.1,tau=1]" and inline.arch == "RepHPS"
+    assert inline.options["weight_args"] == {"RepMTL_lambda_tsr": 0.1, "RepMTL_tau": 1.0}
+    assert inline.save_path == tmp_path / "multimnist" / "RepMTL[lambda_tsr=0.1,tau=1]" / "seed0"
+    assert grid[3].options["weight_args"]["RepMTL_lambda_csa"] == 0.0 and grid[3].weighting == "RepMTL"
+    for bad, why in (("RepMTL[lamda_tsr=0.1]", "unknown setting 'lamda_tsr'"),
+                     ("RepMTL[tau=x]", "tau"), ("EW[tau=1]", "EW"),
+                     ("RepMTL-papr", "unknown preset 'RepMTL-papr'")):
+        for flags in (["--dry-run"], []):
+            with pytest.raises(SystemExit, match=rf"--methods.*{why}"):
+                main(["--benchmarks", "multimnist", "--methods", "EW", bad, "--out", str(tmp_path / "x"), *flags])
+    with pytest.raises(SystemExit, match="same setting"):
+        main(["--benchmarks", "multimnist", "--methods", "RepMTL[tau=1]", "RepMTL[tau=1.0]", "--dry-run",
+              "--out", str(tmp_path / "x")])
+    assert not (tmp_path / "x").exists()
+
+
+def test_inline_setting_runs_and_reports_its_row(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "i"
+    assert main(["--benchmarks", "multimnist", "--methods", "RepMTL[lambda_csa=0]", "--epochs", "1",
+                 "--out", str(out), "--option", *TINY]) == 0
+    res = json.loads((out / "multimnist" / "RepMTL[lambda_csa=0]" / "seed0" / "results.json").read_text())
+    assert res["complete"] and res["config"]["weight_args"]["RepMTL_lambda_csa"] == 0.0
+    md = (out / "summary.md").read_text()
+    assert "| RepMTL[lambda_csa=0] | ours | 1 |" in md and "- `RepMTL[lambda_csa=0]`: weighting RepMTL" in md

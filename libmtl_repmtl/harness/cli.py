@@ -5,10 +5,12 @@ Each run goes through the trainer (``libmtl_repmtl.training.run_experiment``) in
 task). The grid is resumable: a run whose ``results.json`` is complete (all requested epochs) is skipped, and
 the command says so.
 
-Methods: any LibMTL weighting (``EW``, ``UW``, ``MGDA``, ...; architecture ``HPS``), ``RepMTL`` (architecture
-``RepHPS``), its ablations ``RepMTL-CSA`` (``RepMTL_lambda_tsr=0``) and ``RepMTL-TSR`` (``RepMTL_lambda_csa=0``),
-``RepMTL-small`` (both lambdas 0.1, ``tau = 1``: the setting that trains small models from scratch, see
-``docs/method.md``, "Behaviour on small CPU benchmarks") and ``STL`` (single-task runs).
+Methods: any LibMTL weighting (``EW``, ``UW``, ``MGDA``, ...; architecture ``HPS``), the Rep-MTL presets of
+``libmtl_repmtl.core.presets`` (architecture ``RepHPS``): ``RepMTL`` (the defaults), ``RepMTL-paper`` (the
+paper's literal numbers), the ablations ``RepMTL-CSA`` / ``RepMTL-TSR``, ``logEW`` (both terms off) and
+``RepMTL-small`` (both lambdas 0.1, ``tau = 1``), each optionally with inline settings
+(``"RepMTL[lambda_tsr=0.1,tau=1]"``: its own folder and table row, named by its canonical label), and ``STL``
+(single-task runs). Every method is parsed and checked before anything runs.
 
 Outputs (written atomically): ``OUT/summary.md``, ``OUT/summary.csv`` (per benchmark and method: mean +- std
 over seeds of every test metric at the best epoch, Δp_task, Δp_metric, seconds per epoch, peak memory,
@@ -33,8 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from libmtl_repmtl.benchmarks import UnknownBenchmarkError, get
+from libmtl_repmtl.core.presets import PRESETS
 from libmtl_repmtl.harness.execute import Runner, execute
-from libmtl_repmtl.harness.methods import method_spec
+from libmtl_repmtl.harness.methods import method_specs
 from libmtl_repmtl.harness.plan import SUITES, RunSpec, plan_grid
 from libmtl_repmtl.harness.report import write_summary
 from libmtl_repmtl.harness.runs import is_complete
@@ -59,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", choices=sorted(SUITES), help="a predefined grid (flags below override its parts)")
     p.add_argument("--benchmarks", nargs="+", help="benchmark names (e.g. multimnist digits nyuv2)")
     p.add_argument("--methods", nargs="+",
-                   help="LibMTL weightings, RepMTL, RepMTL-CSA, RepMTL-TSR, RepMTL-small, STL (single-task runs)")
+                   help=f"LibMTL weightings (EW, MGDA, ...), Rep-MTL presets ({', '.join(PRESETS)}), a preset with "
+                        "inline settings (quoted: \"RepMTL[lambda_tsr=0.1,tau=1]\"), STL (single-task runs)")
     p.add_argument("--seeds", nargs="+", type=int, help="training seeds")
     p.add_argument("--epochs", type=int, help="epochs for every benchmark (default: the suite's / benchmark's)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
@@ -85,13 +89,16 @@ def _validate(benchmarks: Sequence[str], methods: Sequence[str]) -> None:
             get(b)
         except UnknownBenchmarkError as exc:
             raise SystemExit(f"error: --benchmarks: {exc}") from None
-    for m in methods:
+    try:
+        specs = method_specs(methods)
+    except ValueError as exc:
+        raise SystemExit(f"error: --methods: {exc}") from None
+    for spec in specs:
         try:
-            spec = method_spec(m)
             resolve_weighting(spec.weighting)
             resolve_architecture(spec.arch)
         except ValueError as exc:
-            raise SystemExit(f"error: --methods {m}: {exc}") from None
+            raise SystemExit(f"error: --methods {spec.name}: {exc}") from None
 
 
 def resolve_grid(args: argparse.Namespace) -> tuple[list[RunSpec], dict[str, Any]]:
@@ -117,7 +124,8 @@ def resolve_grid(args: argparse.Namespace) -> tuple[list[RunSpec], dict[str, Any
             o["epochs"] = args.epochs
         options[b] = o
     grid = plan_grid(benchmarks, methods, seeds, Path(args.out), options)
-    return grid, {"benchmarks": benchmarks, "methods": methods, "seeds": seeds, "options": options}
+    return grid, {"benchmarks": benchmarks, "methods": [s.name for s in method_specs(methods)], "seeds": seeds,
+                  "options": options}
 
 
 def _dry_run(grid: Sequence[RunSpec], out: Path) -> int:

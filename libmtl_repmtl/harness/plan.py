@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from libmtl_repmtl.benchmarks import get
-from libmtl_repmtl.harness.methods import method_spec
+from libmtl_repmtl.harness.methods import method_specs
 
 #: Methods of the full CPU suite.
 CPU_METHODS = ("EW", "UW", "DWA", "MGDA", "PCGrad", "CAGrad", "IMTL", "GradVac", "RepMTL", "STL")
@@ -73,12 +73,18 @@ def benchmark_tasks(benchmark: str) -> list[str]:
 
 def plan_grid(benchmarks: Sequence[str], methods: Sequence[str], seeds: Sequence[int], out: Path,
               options: Mapping[str, Mapping[str, Any]] | None = None) -> list[RunSpec]:
-    """All runs of the grid, in execution order (benchmark, method, seed, task)."""
+    """All runs of the grid, in execution order (benchmark, method, seed, task); each method under its canonical
+    label (``RepMTL[lambda_tsr=0.1,tau=1]``).
+
+    Raises:
+        ValueError: a bad or repeated method, an unknown benchmark.
+    """
     grid = []
+    specs = method_specs(methods)
     for b in benchmarks:
         opts = dict((options or {}).get(b, {}))
-        for m in methods:
-            spec = method_spec(m)
+        for spec in specs:
+            m = spec.name
             for s in seeds:
                 base = {**opts, "seed": int(s)}
                 if spec.weight_args:

@@ -158,13 +158,13 @@ def _fmt_dp(ms: MeanStd | None, seeds: int = 2) -> str:
 
 
 def method_settings(method: str) -> str:
-    """One line saying what a grid method runs: weighting, architecture and the settings it overrides."""
+    """One line saying what a grid method runs: weighting, architecture and, for Rep-MTL, every setting."""
     spec = method_spec(method)
     if spec.single_task:
         return f"one {spec.weighting} / {spec.arch} run per task, each training only that task"
-    given = ", ".join(f"{k}={v}" for k, v in spec.weight_args.items())
-    return f"weighting {spec.weighting}, architecture {spec.arch}, " + (
-        f"{given}, other settings at their defaults" if given else "default settings")
+    if spec.settings:
+        return f"weighting {spec.weighting}, architecture {spec.arch}, {spec.settings}"
+    return f"weighting {spec.weighting}, architecture {spec.arch}, LibMTL's default settings"
 
 
 def _table(out: io.StringIO, brows: Sequence[SummaryRow]) -> None:
