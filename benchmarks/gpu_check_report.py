@@ -15,6 +15,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from libmtl_repmtl.training.io import atomic_write_text  # noqa: E402
+from libmtl_repmtl.training.results import ResultsFileError, read_results  # noqa: E402
 
 PARTS = ("tests", "steps", "examples", "ddp")
 
@@ -35,29 +36,22 @@ def _json(path: Path) -> Any:
         return None
 
 
-def _numbers(value: Any) -> list[float]:
-    if isinstance(value, dict):
-        return [x for v in value.values() for x in _numbers(v)]
-    if isinstance(value, (list, tuple)):
-        return [x for v in value for x in _numbers(v)]
-    return [float(value)] if isinstance(value, (int, float)) and not isinstance(value, bool) else []
-
-
 def results_digest(save: Path) -> dict[str, Any]:
-    """What the check reads from a run folder's ``results.json`` (or ``{"unreadable": why}``)."""
+    """What the check reads from a run folder's ``results.json`` (through the results contract), or
+    ``{"unreadable": why}``; ``finite``: every epoch's training losses are finite numbers."""
     try:
-        res = json.loads((save / "results.json").read_text())
-    except (OSError, ValueError) as exc:
-        return {"unreadable": f"{type(exc).__name__}: {exc}"}
-    last = (res.get("epochs") or [{}])[-1]
-    return {"status": res.get("status"), "epochs_done": res.get("epochs_done"),
-            "epochs": [e.get("epoch") for e in res.get("epochs") or []],
-            "amp": (res.get("config") or {}).get("amp"), "world_size": (res.get("config") or {}).get("world_size"),
-            "weight_args": (res.get("config") or {}).get("weight_args"),
-            "seconds_per_epoch": res.get("seconds_per_epoch"), "peak_memory_mb": res.get("peak_memory_mb"),
-            "peak_memory_kind": res.get("peak_memory_kind"), "train_loss": last.get("train_loss"),
-            "repmtl_terms": sorted((last.get("repmtl") or {}).keys()),
-            "finite": all(math.isfinite(x) for x in _numbers(res.get("epochs")))}
+        res = read_results(save / "results.json")
+    except ResultsFileError as exc:
+        return {"unreadable": str(exc)}
+    last = res.epochs[-1] if res.epochs else None
+    losses = [v for e in res.epochs for v in e.train_loss.values()]
+    return {"status": res.status, "epochs_done": res.epochs_done, "epochs": [e.epoch for e in res.epochs],
+            "amp": res.config.get("amp"), "world_size": res.config.get("world_size"),
+            "weight_args": res.config.get("weight_args"), "seconds_per_epoch": res.seconds_per_epoch,
+            "peak_memory_mb": res.peak_memory_mb, "peak_memory_kind": res.peak_memory_kind,
+            "train_loss": dict(last.train_loss) if last else None,
+            "repmtl_terms": sorted(last.repmtl or {}) if last else [],
+            "finite": bool(losses) and all(v is not None and math.isfinite(v) for v in losses)}
 
 
 def key_tests(out: Path) -> str:
