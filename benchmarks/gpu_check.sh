@@ -51,7 +51,7 @@ if [ $SMOKE = 1 ]; then
 else
   DEVICE=cuda JOBS=3
   STEPS=(--device cuda --size 288 384 --batch 8 --steps 10 --warmup 3 --encoder resnet50)
-  LIMIT_TESTS=75 LIMIT_STEPS=150 LIMIT_EXAMPLES=105 LIMIT_DDP=90   # 420 s in all at most: see docs/gpu.md
+  LIMIT_TESTS=75 LIMIT_STEPS=135 LIMIT_EXAMPLES=130 LIMIT_DDP=80   # 420 s in all at most: see docs/gpu.md
   if ! "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
     echo "gpu_check: no CUDA device visible to $PY (torch.cuda.is_available() is False); on a CPU use --smoke" >&2
     exit 2
