@@ -1,12 +1,15 @@
-"""Timing and peak memory of one training step, shared by the per-process benchmark workers.
+"""Timing and peak memory of one training step, shared by the benchmark workers.
 
 Time: median over ``steps`` timed calls after ``warmup`` calls, the device synchronised around each.
-Memory: the peak above the level before the first call (CUDA: ``max_memory_allocated``; CPU: peak resident set
-size, reset through ``/proc/self/clear_refs``), which includes optimiser state created in the first step.
+Memory: the peak above the level before the first call (CUDA: ``max_memory_allocated``, its peak statistics reset
+first, so several methods can be measured one after another in one process; CPU: peak resident set size, reset
+through ``/proc/self/clear_refs``), which includes optimiser state created in the first step. On the CPU the
+allocator keeps memory freed by an earlier method, so measure one method per process there.
 """
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 from collections.abc import Callable
@@ -22,13 +25,27 @@ def rss_kb(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
+def release_memory(device: Any) -> None:
+    """Free what the previous measurement left behind (garbage, and on CUDA the allocator's cached blocks)."""
+    import torch
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+
+
 def measure_steps(step: Callable[[], None], device: Any, steps: int, warmup: int) -> dict[str, Any]:
     """Run ``step`` ``warmup + steps`` times on ``device`` (a ``torch.device``).
 
     Returns:
-        ``{"median_s", "times_s", "peak_bytes"}``.
+        ``{"median_s", "times_s", "peak_bytes", "total_peak_bytes"}``: ``peak_bytes`` above the level before the
+        first call, ``total_peak_bytes`` the absolute peak (CUDA: allocated by tensors; CPU: resident set).
     """
     import torch
+
+    if steps < 1 or warmup < 0:
+        raise ValueError(f"need steps >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
 
     def sync() -> None:
         if device.type == "cuda":
@@ -49,6 +66,6 @@ def measure_steps(step: Callable[[], None], device: Any, steps: int, warmup: int
         sync()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
-    peak = (torch.cuda.max_memory_allocated(device) - base if device.type == "cuda"
-            else rss_kb("VmHWM") * 1024 - base)
-    return {"median_s": statistics.median(times), "times_s": times, "peak_bytes": int(peak)}
+    total = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else rss_kb("VmHWM") * 1024
+    return {"median_s": statistics.median(times), "times_s": times, "peak_bytes": int(total - base),
+            "total_peak_bytes": int(total)}

@@ -1,19 +1,35 @@
 """Cost of one training step on the NYUv2 model: RepMTL beside EW, LibMTL's gradient methods and a naive
-Rep-MTL, each method in its own process, side by side in one run.
+Rep-MTL, side by side in one run, on the CPU or a GPU, in float32 or mixed precision.
 
-Model: dilated ResNet-50 encoder (output stride 8) with three DeepLabV3 ASPP heads (13 / 1 / 3 outputs),
-built from torchvision, random initialisation; input 96 x 128, batch 2; Adam. Losses as the NYUv2
-trainer's (CE with ignore, L1 on valid depth, 1 - cosine on valid normals) on random targets.
+Model: the NYUv2 command's (``libmtl_repmtl.models.resnet``): dilated ResNet-50 encoder (output stride 8) with
+three DeepLabV3 ASPP heads (13 / 1 / 3 outputs), random initialisation (``--encoder tiny``: the same structure
+with few channels, for smoke runs); input 96 x 128, batch 2 (``--size H W``, ``--batch``); Adam.
+Losses as the NYUv2 trainer's (CE with ignore, L1 on valid depth, 1 - cosine on valid normals) on random targets.
+
+Methods (``--methods``, comma-separated): ``EW``; ``logEW`` (RepMTL with both lambdas 0: EW on log losses);
+``RepMTL`` (its defaults); ``RepMTL-paper`` (the paper's numbers: both lambdas 0.9, tau 0.1); ``RepMTL+HPS``
+(LibMTL's HPS with ``rep_grad``); ``naive``; LibMTL's weightings (``MGDA``, ``PCGrad``, ``GradVac``, ``CAGrad``,
+``IMTL``, ``GradNorm``, ``GradDrop``, ``UW``, ``DWA``, ``GLS``, ``RLW``); ``Nash_MTL``, ``FairGrad``, ``DB_MTL``
+(LibMTL's git version) where the installed LibMTL has them: otherwise their row says skipped and why.
+``NAME@bf16`` runs the forward pass and the losses under bfloat16 autocast; ``NAME@fp16`` under float16
+autocast with a GradScaler (``libmtl_repmtl.training.amp.scaled_backward``); fp16 needs CUDA and is skipped
+with the reason on the CPU. Ratios are taken against EW (and RepMTL) at the same precision.
 
 "naive" = the formulas taken literally: one saliency pass per task, every C x C affinity matrix formed, and
 the representation gradient pushed into the encoder once per task (LibMTL 1.1.5's per-task representation).
 
     python benchmarks/step_cost.py                      # all methods, CPU, writes benchmarks/results/step_cost.md
     python benchmarks/step_cost.py --methods EW,RepMTL --steps 3 --out /tmp/x.md
+    python benchmarks/step_cost.py --device cuda --size 288 384 --batch 8 --one-process \\
+        --methods EW,RepMTL,EW@bf16,RepMTL@bf16,EW@fp16,RepMTL@fp16 --out /tmp/gpu.md --json /tmp/gpu.json
 
 Time: median over ``--steps`` timed steps after ``--warmup`` steps. Memory: the step's peak memory above what
 the process held before its first step (CUDA: ``max_memory_allocated``; CPU: peak resident set size, reset
-through ``/proc/self/clear_refs``), which includes the optimiser state created in the first step.
+through ``/proc/self/clear_refs``), which includes the optimiser state created in the first step. By default
+each method runs in its own process. ``--one-process`` measures them one after another in one worker process
+(on CUDA the peak statistics are reset and the cache emptied before each method; on the CPU the allocator keeps
+what an earlier method freed, so memory figures are only indicative there); a method that kills the worker is
+recorded as failed and the others continue in a new worker. The FLOP floor is counted on the meta device.
 """
 
 from __future__ import annotations
@@ -24,227 +40,147 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import measure_steps  # noqa: E402
-
-#: LibMTL weightings that manipulate gradients (each needs its rep_grad setting).
-GRADIENT_METHODS = {"MGDA": False, "PCGrad": False, "GradVac": False, "CAGrad": False, "IMTL": False,
-                    "GradNorm": False, "GradDrop": True}
-LOSS_METHODS = {"EW": False, "UW": False, "DWA": False, "GLS": False, "RLW": False}
-#: name -> (weighting, architecture, rep_grad)
-METHODS: dict[str, tuple[str, str, bool]] = {
-    "EW": ("EW", "HPS", False),
-    "RepMTL": ("RepMTL", "RepHPS", False),
-    "RepMTL+HPS": ("RepMTL", "HPS", True),
-    "naive": ("naive", "HPS", True),
-    **{m: (m, "HPS", rg) for m, rg in GRADIENT_METHODS.items()},
-    **{m: (m, "HPS", rg) for m, rg in LOSS_METHODS.items() if m != "EW"},
-}
-DEFAULT_METHODS = ["EW", "RepMTL", "RepMTL+HPS", "naive", *GRADIENT_METHODS, "UW", "DWA", "GLS", "RLW"]
-TASKS = {"segmentation": 13, "depth": 1, "normal": 3}
-
-
-# ----------------------------------------------------------------------------------------- worker
-def _naive_weighting(base: type) -> type:
-    import torch
-
-    from libmtl_repmtl.core.config import LOG_EPS, RepMTLConfig
-    from libmtl_repmtl.core.reference import materialised_csa, materialised_tsr
-
-    class NaiveRepMTL(base):  # type: ignore[misc, valid-type]
-        def backward(self, losses: torch.Tensor, **kwargs: Any) -> Any:
-            cfg = RepMTLConfig.from_weight_args(kwargs)
-            objectives = [torch.log(losses[t] + LOG_EPS) for t in range(self.task_num)]
-            copies = [self.rep_tasks[t] for t in self.task_name]
-            sal = [torch.autograd.grad(objectives[t], copies[t], create_graph=True)[0]
-                   for t in range(self.task_num)]  # one pass per task
-            total = (sum(objectives) + cfg.lambda_tsr * materialised_tsr(sal)
-                     + cfg.lambda_csa * materialised_csa(sal, cfg.tau))
-            total.backward()
-            reps = self.rep if isinstance(self.rep, dict) else {t: self.rep for t in self.task_name}
-            for tn, task in enumerate(self.task_name):  # one encoder backward per task
-                reps[task].backward(copies[tn].grad, retain_graph=tn + 1 < self.task_num)
-            return [1.0] * self.task_num
-
-    return NaiveRepMTL
-
-
-def _encoder_and_heads() -> tuple[Any, Any]:
-    """The NYUv2 model's parts: a dilated ResNet-50 encoder class and the three ASPP heads."""
-    import torch
-    from torch import nn
-    from torchvision.models import resnet50
-    from torchvision.models.segmentation.deeplabv3 import DeepLabHead
-
-    class Encoder(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            r = resnet50(weights=None, replace_stride_with_dilation=[False, True, True])
-            self.body = nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool, r.layer1, r.layer2, r.layer3, r.layer4)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.body(x)
-
-    return Encoder, nn.ModuleDict({t: DeepLabHead(2048, c) for t, c in TASKS.items()})
-
-
-def flop_floor(size: tuple[int, int], batch: int) -> dict[str, float]:
-    """Forward FLOPs of the encoder (``E``) and of all heads (``H``), counted by torch's ``FlopCounterMode``,
-    and the cost floors they imply.
-
-    A training step of EW costs ``3 (E + H)`` (forward, input and weight gradients). Any exact Rep-MTL step
-    costs at least ``3 E + 6 H``: the encoder as in EW; in the heads the forward, the saliency pass (input
-    gradients), one backward through the forward graph (input and weight gradients: the first-order term
-    plus the regularisers' path through BatchNorm and the loss curvature) and the double backward through the
-    saliency graph (one convolution for the output-gradient direction, one weight gradient per layer).
-    """
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    encoder_class, heads = _encoder_and_heads()
-    encoder = encoder_class()
-    x = torch.randn(batch, 3, *size)
-    with torch.no_grad():
-        with FlopCounterMode(display=False) as fc:
-            z = encoder(x)
-        e = float(fc.get_total_flops())
-        with FlopCounterMode(display=False) as fc:
-            for head in heads.values():
-                head(z)
-        h = float(fc.get_total_flops())
-    return {"encoder_flops": e, "heads_flops": h, "ew_step_flops": 3 * (e + h),
-            "repmtl_floor_flops": 3 * e + 6 * h, "floor_ratio": (3 * e + 6 * h) / (3 * (e + h))}
-
-
-def worker(method: str, steps: int, warmup: int, device_name: str, threads: int, size: tuple[int, int],
-           batch: int) -> dict[str, Any]:
-    import numpy as np
-    import torch
-    import torch.nn.functional as F
-
-    import libmtl_repmtl
-
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    libmtl_repmtl.register()  # compatibility patches for LibMTL 1.1.5 + plugin names
-    import LibMTL
-
-    device = torch.device(device_name)
-    wname, aname, rep_grad = METHODS[method]
-    base_w = LibMTL.weighting.__dict__["EW" if wname == "naive" else wname]
-    weighting = _naive_weighting(base_w) if wname == "naive" else base_w
-    architecture = LibMTL.architecture.__dict__[aname]
-    encoder_class, heads = _encoder_and_heads()
-
-    class MTLmodel(architecture, weighting):  # type: ignore[misc, valid-type]
-        def __init__(self) -> None:
-            super().__init__(list(TASKS), encoder_class, heads, rep_grad, False, device)
-            self.init_param()
-
-    model = MTLmodel().to(device)
-    model.train()
-    model.epoch = 2  # past the warm-up epochs of GradNorm / DWA
-    model.train_loss_buffer = np.ones((len(TASKS), 3))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=1e-5)
-    g = torch.Generator().manual_seed(0)
-    h, w = size
-    x = torch.randn(batch, 3, h, w, generator=g).to(device)
-    seg = torch.randint(-1, 13, (batch, h, w), generator=g).to(device)
-    depth = torch.rand(batch, 1, h, w, generator=g).to(device)
-    normal = F.normalize(torch.randn(batch, 3, h, w, generator=g), dim=1).to(device)
-    weight_args: dict[str, Any] = {"T": 2.0, "alpha": 1.5, "mgda_gn": "none", "beta": 0.5, "leak": 0.0,
-                                   "calpha": 0.5, "rescale": 1, "dist": "Normal"}
-
-    def step() -> None:
-        preds = model(x)
-        preds = {t: F.interpolate(p, size=(h, w), mode="bilinear", align_corners=True) for t, p in preds.items()}
-        losses = torch.zeros(len(TASKS), device=device)
-        losses[0] = F.cross_entropy(preds["segmentation"], seg, ignore_index=-1)
-        valid = (depth != 0).float()
-        losses[1] = ((preds["depth"] - depth).abs() * valid).sum() / valid.sum()
-        n = F.normalize(preds["normal"], dim=1)
-        losses[2] = (1 - (n * normal).sum(dim=1)).mean()
-        optimizer.zero_grad()
-        model.backward(losses, **weight_args)
-        optimizer.step()
-
-    return {"method": method, **measure_steps(step, device, steps, warmup)}
+from _step_model import (  # noqa: E402
+    DEFAULT_METHODS,
+    GRADIENT_METHODS,
+    ROW_PREFIX,
+    flop_floor,
+    parse_spec,
+    worker,
+)
 
 
 # ----------------------------------------------------------------------------------------- parent
-def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
-    rows = []
-    for method in args.methods:
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", method, "--steps", str(args.steps),
-               "--warmup", str(args.warmup), "--device", args.device, "--threads", str(args.threads),
-               "--size", str(args.size[0]), str(args.size[1]), "--batch", str(args.batch)]
+def _worker_command(specs: list[str], args: argparse.Namespace) -> list[str]:
+    return [sys.executable, str(Path(__file__).resolve()), "--worker", ",".join(specs), "--steps", str(args.steps),
+            "--warmup", str(args.warmup), "--device", args.device, "--threads", str(args.threads),
+            "--size", str(args.size[0]), str(args.size[1]), "--batch", str(args.batch), "--encoder", args.encoder]
+
+
+def _report(row: dict[str, Any], seconds: float) -> None:
+    if "error" in row:
+        print(f"{row['method']:16s} FAILED: {' '.join(row['error'])}", file=sys.stderr, flush=True)
+    elif "skipped" in row:
+        print(f"{row['method']:16s} skipped: {row['skipped']}", flush=True)
+    else:
+        print(f"{row['method']:16s} {row['median_s']:.3f} s/step  peak {row['peak_bytes'] / 2**20:8.1f} MiB"
+              f"  ({seconds:.0f} s)", flush=True)
+
+
+def run_group(specs: list[str], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Measure ``specs`` in worker processes, one after another in the same process while it lives; a method
+    whose worker dies (a crash, the OOM killer) is recorded as failed and the rest go to a new worker."""
+    rows: list[dict[str, Any]] = []
+    pending = list(specs)
+    while pending:
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-        if proc.returncode != 0:
-            print(f"{method}: FAILED\n{proc.stderr[-3000:]}", file=sys.stderr)
-            rows.append({"method": method, "error": proc.stderr.strip().splitlines()[-1:]})
-            continue
-        row = json.loads(proc.stdout.strip().splitlines()[-1])
-        rows.append(row)
-        print(f"{method:12s} {row['median_s']:.3f} s/step  peak {row['peak_bytes'] / 2**20:8.1f} MiB"
-              f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
+        proc = subprocess.Popen(_worker_command(pending, args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, cwd=ROOT)
+        got = 0
+        assert proc.stdout is not None
+        for line in proc.stdout:  # rows arrive as each method finishes
+            if line.startswith(ROW_PREFIX):
+                rows.append(json.loads(line[len(ROW_PREFIX):]))
+                _report(rows[-1], time.perf_counter() - t0)
+                got, t0 = got + 1, time.perf_counter()
+        stderr = proc.stderr.read() if proc.stderr else ""
+        code = proc.wait()
+        pending = pending[got:]
+        if pending:  # the worker died inside pending[0]
+            print(f"{pending[0]}: worker exited with status {code}\n{stderr[-3000:]}", file=sys.stderr)
+            last = stderr.strip().splitlines()[-1:] or [f"worker exited with status {code}"]
+            rows.append({"method": pending[0], "error": last})
+            pending = pending[1:]
     return rows
+
+
+def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every method of ``args.methods``: in one worker (``--one-process``) or one worker each."""
+    groups = [args.methods] if args.one_process else [[m] for m in args.methods]
+    return [row for group in groups for row in run_group(group, args)]
+
+
+MODELS = {"resnet50": "dilated ResNet-50 + 3 DeepLabV3 ASPP heads",
+          "tiny": "the tiny variant of the NYUv2 model (dilated Bottleneck stages, narrow ASPP heads)"}
+
+
+def _ratio(a: float, b: float | None) -> str:
+    return f"{a / b:.2f}" if b else ""
+
+
+def _row_line(r: dict[str, Any], ok: dict[str, dict[str, Any]], with_fp32: bool) -> str:
+    if "error" in r or "skipped" in r:
+        what = f"failed: {' '.join(r['error'])}" if "error" in r else f"skipped: {r['skipped']}"
+        return f"| {r['method']} | {what} |" + " |" * (5 + with_fp32)
+    suffix = "" if r["amp"] == "none" else f"@{r['amp']}"
+    ew, rep, ew32 = ok.get("EW" + suffix), ok.get("RepMTL" + suffix), ok.get("EW")
+    t, m = r["median_s"], r["peak_bytes"]
+    cells = [r["method"], f"{t:.3f}", _ratio(t, ew and ew["median_s"]), _ratio(t, rep and rep["median_s"]),
+             f"{m / 2**20:.0f}", _ratio(m, ew and ew["peak_bytes"])]
+    if with_fp32:
+        cells.append(_ratio(t, ew32 and ew32["median_s"]))
+    return "| " + " | ".join(cells) + " |"
+
+
+def _targets(ok: dict[str, dict[str, Any]], floor: dict[str, float] | None) -> list[str]:
+    ew, rep = ok.get("EW"), ok.get("RepMTL")
+    if not (ew and rep):
+        return []
+    lines = ["", "Targets (issue 3):", "",
+             f"- RepMTL / EW step time: {rep['median_s'] / ew['median_s']:.2f} (target <= 1.6)"]
+    if floor:
+        lines.append(
+            f"- floor of any exact Rep-MTL step in FLOPs, (3E + 6H) / (3E + 3H): {floor['floor_ratio']:.3f} "
+            f"(forward FLOPs counted by FlopCounterMode: encoder E = {floor['encoder_flops']:.3g}, "
+            f"heads H = {floor['heads_flops']:.3g}; see docs/method.md, 'Cost')")
+    lines.append(f"- RepMTL / EW peak memory: {rep['peak_bytes'] / ew['peak_bytes']:.2f} (target <= 1.3)")
+    grad = [ok[m] for m in GRADIENT_METHODS if m in ok]
+    if grad:
+        fastest = min(grad, key=lambda r: r["median_s"])
+        lines.append(f"- fastest gradient-manipulation method: {fastest['method']} at "
+                     f"{fastest['median_s'] / rep['median_s']:.2f} x RepMTL's time "
+                     f"(RepMTL faster than all {len(grad)}: {all(r['median_s'] > rep['median_s'] for r in grad)})")
+    if "naive" in ok:
+        lines.append(f"- naive / RepMTL step time: {ok['naive']['median_s'] / rep['median_s']:.2f} "
+                     "(target >= 2.5)")
+    return lines
 
 
 def table(rows: list[dict[str, Any]], args: argparse.Namespace, wall: float,
           floor: dict[str, float] | None = None) -> str:
-    ok = {r["method"]: r for r in rows if "error" not in r}
-    ew = ok.get("EW")
-    rep = ok.get("RepMTL")
+    ok = {r["method"]: r for r in rows if "median_s" in r}
+    cuda = args.device.startswith("cuda")
+    device = next((r["device_name"] for r in rows if "device_name" in r), args.device)
+    with_fp32 = any(r.get("amp", "none") != "none" for r in ok.values())
+    isolation = "one worker process for all methods" if args.one_process else "one process per method"
+    header = "| method | s / step | x EW time | x RepMTL time | peak MiB | x EW memory |"
     lines = [
         "# One training step on the NYUv2 model",
         "",
         f"Command: `python benchmarks/step_cost.py {' '.join(sys.argv[1:])}`".rstrip(),
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
-        f"{args.threads}, device {args.device}; torch {_torch_version()}; {args.steps} timed steps after "
-        f"{args.warmup} warm-up steps, median; wall time {wall:.0f} s.",
-        f"Model: dilated ResNet-50 + 3 DeepLabV3 ASPP heads, input {args.size[0]} x {args.size[1]}, batch "
+        f"{args.threads}, device {args.device} ({device}); torch {_torch_version()}; {args.steps} timed steps "
+        f"after {args.warmup} warm-up steps, median; {isolation}; wall time {wall:.0f} s.",
+        f"Model: {MODELS[args.encoder]}, input {args.size[0]} x {args.size[1]}, batch "
         f"{args.batch}. Memory: peak above the pre-step level "
-        f"({'CUDA max_memory_allocated' if args.device.startswith('cuda') else 'peak RSS, CPU'}).",
+        f"({'CUDA max_memory_allocated' if cuda else 'peak RSS, CPU'}). NAME@bf16 / NAME@fp16: bfloat16 autocast / "
+        "float16 autocast with a GradScaler; ratios against EW and RepMTL at the same precision.",
         "",
-        "| method | s / step | x EW time | x RepMTL time | peak MiB | x EW memory |",
-        "|---|---|---|---|---|---|",
+        header + " x fp32 EW time |" * with_fp32,
+        "|---|---|---|---|---|---|" + "---|" * with_fp32,
+        *(_row_line(r, ok, with_fp32) for r in rows),
     ]
-    for r in rows:
-        if "error" in r:
-            lines.append(f"| {r['method']} | failed: {' '.join(r['error'])} | | | | |")
-            continue
-        t, m = r["median_s"], r["peak_bytes"]
-        lines.append(
-            f"| {r['method']} | {t:.3f} | {t / ew['median_s']:.2f} | {t / rep['median_s']:.2f} | "
-            f"{m / 2**20:.0f} | {m / ew['peak_bytes']:.2f} |" if ew and rep else f"| {r['method']} | {t:.3f} |||||"
-        )
-    if ew and rep:
-        grad = [ok[m] for m in GRADIENT_METHODS if m in ok]
-        lines += ["", "Targets (issue 3):", ""]
-        lines.append(f"- RepMTL / EW step time: {rep['median_s'] / ew['median_s']:.2f} (target <= 1.6)")
-        if floor:
-            lines.append(
-                f"- floor of any exact Rep-MTL step in FLOPs, (3E + 6H) / (3E + 3H): {floor['floor_ratio']:.3f} "
-                f"(forward FLOPs counted by FlopCounterMode: encoder E = {floor['encoder_flops']:.3g}, "
-                f"heads H = {floor['heads_flops']:.3g}; see docs/method.md, 'Cost')")
-        lines.append(f"- RepMTL / EW peak memory: {rep['peak_bytes'] / ew['peak_bytes']:.2f} (target <= 1.3)")
-        if grad:
-            fastest = min(grad, key=lambda r: r["median_s"])
-            lines.append(f"- fastest gradient-manipulation method: {fastest['method']} at "
-                         f"{fastest['median_s'] / rep['median_s']:.2f} x RepMTL's time "
-                         f"(RepMTL faster than all {len(grad)}: {all(r['median_s'] > rep['median_s'] for r in grad)})")
-        if "naive" in ok:
-            lines.append(f"- naive / RepMTL step time: {ok['naive']['median_s'] / rep['median_s']:.2f} "
-                         "(target >= 2.5)")
-    return "\n".join(lines) + "\n"
+    if floor:
+        lines += ["", f"FLOP floor of an exact Rep-MTL step: {floor['floor_ratio']:.3f} x EW's FLOPs "
+                      "(compare with the x EW time of the RepMTL rows)."]
+    return "\n".join(lines + _targets(ok, floor)) + "\n"
 
 
 def _torch_version() -> str:
@@ -253,34 +189,52 @@ def _torch_version() -> str:
     return torch.__version__
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--methods", type=lambda s: s.split(","), default=DEFAULT_METHODS)
+    p.add_argument("--methods", type=lambda s: [m for m in s.split(",") if m], default=DEFAULT_METHODS,
+                   help="comma-separated: NAME or NAME@bf16 / NAME@fp16")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--size", type=int, nargs=2, default=(96, 128))
+    p.add_argument("--size", type=int, nargs=2, default=(96, 128), metavar=("H", "W"))
     p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--encoder", choices=("resnet50", "tiny"), default="resnet50",
+                   help="the NYUv2 model (resnet50) or its tiny variant (same structure, few channels: smoke runs)")
+    p.add_argument("--one-process", "--one_process", dest="one_process", action="store_true",
+                   help="measure every method in one worker process (CUDA: peak memory reset per method)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "step_cost.md")
+    p.add_argument("--json", type=Path, default=None, help="also write the rows and the FLOP floor as JSON")
     p.add_argument("--worker", help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = _parser()
     args = p.parse_args(argv)
     if args.worker:
-        row = worker(args.worker, args.steps, args.warmup, args.device, args.threads, tuple(args.size), args.batch)
-        print(json.dumps(row))
+        for row in worker(args.worker.split(","), args):
+            print(ROW_PREFIX + json.dumps(row), flush=True)
         return 0
-    unknown = [m for m in args.methods if m not in METHODS]
-    if unknown:
-        p.error(f"unknown method(s) {unknown}; available: {', '.join(METHODS)}")
+    try:
+        for spec in args.methods:
+            parse_spec(spec)
+    except ValueError as exc:
+        p.error(str(exc))
+    if args.steps < 1 or args.warmup < 0 or args.batch < 1 or min(args.size) < 1:
+        p.error("--steps, --batch and --size must be positive and --warmup not negative")
+    from libmtl_repmtl.training.io import atomic_write_json, atomic_write_text
+
     t0 = time.perf_counter()
     rows = run_all(args)
-    floor = flop_floor(tuple(args.size), args.batch)
+    floor = flop_floor(tuple(args.size), args.batch, args.encoder)
     text = table(rows, args, time.perf_counter() - t0, floor)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=args.out.parent, delete=False, suffix=".tmp") as fh:
-        fh.write(text)
-        tmp = fh.name
-    os.replace(tmp, args.out)
+    atomic_write_text(args.out, text)
+    if args.json:
+        atomic_write_json(args.json, {"command": ["benchmarks/step_cost.py", *sys.argv[1:]], "device": args.device,
+                                      "size": list(args.size), "batch": args.batch, "encoder": args.encoder,
+                                      "steps": args.steps, "warmup": args.warmup, "one_process": args.one_process,
+                                      "floor": floor, "rows": rows})
     print(text)
     return 0 if all("error" not in r for r in rows) else 1
 
