@@ -93,7 +93,8 @@ CASES = [
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
-    import libmtl_repmtl.core.distributed as core_dist
+    import libmtl_repmtl.training.io as tio
+    import libmtl_repmtl.training.strategy as strategy_mod
     import libmtl_repmtl.training.trainer as trainer_mod
     from libmtl_repmtl.training import run_experiment
     from libmtl_repmtl.training.distributed import cleanup, init_from_env
@@ -104,23 +105,18 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     env = init_from_env(device="cpu")  # the group stays up across the runs (run_experiment leaves it alone)
     writes: list[str] = []
     gathers = [0]
-    write_json, torch_save, gather = trainer_mod.atomic_write_json, trainer_mod.atomic_torch_save, \
-        core_dist.gather_with_grad
+    atomic_write, gather = tio.atomic_write, strategy_mod.gather_with_grad
 
-    def record_json(path: Any, *a: Any, **k: Any) -> Any:
+    def record_write(path: Any, *a: Any, **k: Any) -> Any:  # every run file goes through io.atomic_write
         writes.append(Path(path).name)
-        return write_json(path, *a, **k)
-
-    def record_save(path: Any, *a: Any, **k: Any) -> Any:
-        writes.append(Path(path).name)
-        return torch_save(path, *a, **k)
+        return atomic_write(path, *a, **k)
 
     def counting_gather(local: torch.Tensor) -> Any:
         gathers[0] += 1
         return gather(local)
 
-    trainer_mod.atomic_write_json, trainer_mod.atomic_torch_save = record_json, record_save
-    core_dist.gather_with_grad = counting_gather
+    tio.atomic_write = record_write
+    strategy_mod.gather_with_grad = counting_gather
     read: list[int] = []  # training items read by this rank, in order
     get_item = _Data.__getitem__
 

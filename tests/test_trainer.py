@@ -156,6 +156,39 @@ def test_ew_single_input_results_and_checkpoints(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 
+def test_best_checkpoint_holds_what_evaluation_needs_and_last_everything(tmp_path):
+    from libmtl_repmtl.analysis.powerlaw import load_state_dict
+    from libmtl_repmtl.training.checkpoint import BEST_FORMAT, CHECKPOINT_FORMAT
+
+    res = _run(tmp_path, epochs=2)
+    best = torch.load(tmp_path / "best.pt", weights_only=False)
+    last = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert best["format"] == BEST_FORMAT and last["format"] == CHECKPOINT_FORMAT
+    assert best["epoch"] == res["best_epoch"] and best["record"] == res["epochs"][res["best_epoch"]]
+    assert (best["task_name"], best["weighting"], best["architecture"]) == (list(TASKS), "EW", "HPS")
+    assert not {"optimizer", "scheduler", "rng", "data_order", "grad_scaler", "history"} & set(best)
+    for key in ("optimizer", "scheduler", "rng", "data_order", "weighting_state", "batch_weight", "history",
+                "scores", "best_epoch", "best_score", "grad_scaler"):
+        assert key in last, key
+    assert best["model"].keys() == last["model"].keys()
+    assert load_state_dict(tmp_path / "best.pt").keys() == best["model"].keys()  # what the analyses read
+    evaluated = MTLTrainer(_task_dict(TASKS, {}), "EW", "HPS", _Enc, {t: _Head() for t in TASKS}, False, False,
+                           {"optim": "adam"}, None, load_path=tmp_path / "best.pt", device="cpu", verbose=False)
+    for k, v in evaluated.model.state_dict().items():
+        assert torch.equal(v, best["model"][k]), k
+    assert (tmp_path / "best.pt").stat().st_size < (tmp_path / "last.pt").stat().st_size
+
+
+def test_resume_refuses_a_checkpoint_of_another_format(tmp_path):
+    _run(tmp_path, epochs=1)
+    state = torch.load(tmp_path / "last.pt", weights_only=False)
+    state["format"] = "libmtl_repmtl.checkpoint/1"
+    torch.save(state, tmp_path / "last.pt")
+    with pytest.raises(ValueError, match=r"cannot resume from .*last.pt: its format is 'libmtl_repmtl.checkpoint/1'"
+                                         r".*drop --resume"):
+        _run(tmp_path, epochs=2, resume=True)
+
+
 @pytest.mark.parametrize("benchmark,arch", [("toy", "HPS"), ("toy", "RepHPS"), ("toy-multi", "RepHPS")])
 def test_repmtl_records_diagnostics(tmp_path, benchmark, arch):
     res = _run(tmp_path, benchmark, "RepMTL", arch, epochs=1)
@@ -255,3 +288,25 @@ def test_trainer_is_a_libmtl_trainer_with_explicit_device():
                     {"optim": "adam", "lr": 1e-3}, None, device="cpu", verbose=False)
     assert isinstance(tr, LibMTL.Trainer) and tr.device == torch.device("cpu")
     assert all(p.device.type == "cpu" for p in tr.model.parameters())
+
+
+def test_a_weighting_with_its_own_step_protocol_runs_through_the_hook(tmp_path):
+    from libmtl_repmtl.training.protocols import protocol_for, single_sample
+
+    calls: list[tuple[int, int, int]] = []
+
+    class TwoSamples(LibMTL.weighting.EW):
+        @staticmethod
+        def libmtl_step_protocol(step):
+            first = step.forward_losses()
+            second = step.forward_losses()  # a second batch: two loss samples in one step
+            step.check(second)
+            calls.append((step.epoch, step.batch_index, len(step.weight_args)))
+            return second, step.backward_and_step((first + second) / 2)
+
+    assert protocol_for(LibMTL.weighting.EW) is single_sample
+    assert protocol_for(TwoSamples) is TwoSamples.libmtl_step_protocol
+    res = _run(tmp_path, weighting=TwoSamples, epochs=1)
+    assert res["status"] == "complete" and res["weighting"] == "TwoSamples"
+    assert [c[:2] for c in calls] == [(0, i) for i in range(4)]  # 16 items, batches of 4: 4 steps
+    assert res["epochs"][0]["task_weights"] == {"a": 1.0, "b": 1.0}  # EW's weights, recorded from the hook

@@ -94,6 +94,10 @@ class RepMTL(AbsWeighting):  # type: ignore[misc, valid-type]
     #: The representation must be captured (``RepHPS`` reads this flag).
     needs_rep = True
 
+    #: One scalar objective per step (TSR and CSA are functions of the batch): DDP's averaged gradient is its
+    #: gradient over the global batch (read by ``libmtl_repmtl.libmtl.capabilities.ddp_compatible``).
+    ddp_compatible = True
+
     #: Set by distributed trainers to draw CSA negatives from the global batch.
     repmtl_gather: GatherFn | None = None
 

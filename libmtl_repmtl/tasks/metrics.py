@@ -65,6 +65,9 @@ class SegMetric(AbsMetric):
         confusion: int64 ``(C, C)`` tensor, ``confusion[true, predicted]`` pixel counts of the epoch so far.
     """
 
+    #: Epoch sums, added over the ranks of a torchrun job (``training.collectives.reduce_metric``).
+    ddp_sum_attrs: tuple[str, ...] = ("confusion",)
+
     def __init__(self, num_classes: int) -> None:
         super().__init__()
         if int(num_classes) < 1:
@@ -115,6 +118,9 @@ class DepthMetric(AbsMetric):
 
     ``update_fun(pred, gt)``: ``pred`` float ``(B, 1, h, w)``; ``gt`` float ``(B, 1, H, W)`` or ``(B, H, W)``.
     """
+
+    #: Epoch sums, added over the ranks of a torchrun job (``training.collectives.reduce_metric``).
+    ddp_sum_attrs: tuple[str, ...] = ("abs_sum", "rel_sum", "count")
 
     def __init__(self) -> None:
         super().__init__()
@@ -194,6 +200,9 @@ class AccMetric(AbsMetric):
 
     ``update_fun(pred, gt)``: ``pred`` float ``(B, K)`` logits; ``gt`` long ``(B,)``.
     """
+
+    #: Epoch sums, added over the ranks of a torchrun job (``training.collectives.reduce_metric``).
+    ddp_sum_attrs: tuple[str, ...] = ("correct", "total")
 
     def __init__(self) -> None:
         super().__init__()

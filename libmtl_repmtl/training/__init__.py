@@ -1,8 +1,13 @@
-"""Training: the LibMTL Trainer subclass and ``run_experiment`` (benchmarks: :mod:`libmtl_repmtl.benchmarks`).
+"""Training: the loop and its parts, and ``run_experiment`` (benchmarks: :mod:`libmtl_repmtl.benchmarks`).
 
 * :func:`run_experiment` -- one run of a registered benchmark (the example scripts and the harness use it).
-* :class:`MTLTrainer` -- LibMTL ``Trainer`` with an explicit device, Δp, atomic results/checkpoints, resume.
-* :class:`ParallelMTLTrainer` -- the same with torchrun/DDP and mixed precision (``docs/distributed.md``).
+* :class:`MTLTrainer` -- the loop (a LibMTL ``Trainer``) composed of a distribution strategy
+  (:mod:`~libmtl_repmtl.training.strategy`), a precision policy (:mod:`~libmtl_repmtl.training.precision`),
+  a recorder (:mod:`~libmtl_repmtl.training.recorder`) and a checkpointer
+  (:mod:`~libmtl_repmtl.training.checkpoint`); weightings with their own step protocol run through
+  :mod:`~libmtl_repmtl.training.protocols`.
+* :class:`ParallelMTLTrainer` -- the same built from ``dist_env``/``amp`` (torchrun/DDP, mixed precision;
+  ``docs/distributed.md``).
 * :mod:`~libmtl_repmtl.training.results` -- the ``results.json`` contract (:class:`RunResults`,
   :func:`read_results`, :class:`ResultsFileError`).
 * :func:`resolve_device`, and atomic writers in :mod:`~libmtl_repmtl.training.io`.

@@ -169,11 +169,13 @@ def scale_backward_roots(scale: float | Tensor) -> Iterator[None]:
         return orig_grad(outputs, inputs, roots(outputs, grad_outputs), *args, **kwargs)
 
     with _PATCH_LOCK:
-        torch.autograd.backward, torch.autograd.grad = backward, grad  # type: ignore[assignment]
+        torch.autograd.backward = backward  # the patch lasts for the block only
+        torch.autograd.grad = grad
         try:
             yield
         finally:
-            torch.autograd.backward, torch.autograd.grad = orig_backward, orig_grad  # type: ignore[assignment]
+            torch.autograd.backward = orig_backward
+            torch.autograd.grad = orig_grad
 
 
 def _poison_gradients(params: Sequence[nn.Parameter]) -> None:

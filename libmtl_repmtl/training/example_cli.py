@@ -39,12 +39,13 @@ if hasattr(libmtl_repmtl, "register"):
 from libmtl_repmtl.benchmarks import BenchmarkSetupError, get  # noqa: E402
 from libmtl_repmtl.data.office import OFFICE_DOMAINS  # noqa: E402
 from libmtl_repmtl.libmtl.bases import LibMTL  # noqa: E402
+from libmtl_repmtl.libmtl.capabilities import resolve_architecture, resolve_weighting  # noqa: E402
 from libmtl_repmtl.models.pretrained import PretrainedWeightsError  # noqa: E402
 from libmtl_repmtl.training.amp import add_amp_args  # noqa: E402
 from libmtl_repmtl.training.distributed import add_distributed_args  # noqa: E402
 from libmtl_repmtl.training.experiment import run_experiment  # noqa: E402
 from libmtl_repmtl.training.io import RunFileWriteError  # noqa: E402
-from libmtl_repmtl.training.trainer import NonFiniteLossError, resolve_architecture, resolve_weighting  # noqa: E402
+from libmtl_repmtl.training.trainer import NonFiniteLossError  # noqa: E402
 
 #: The example scripts' benchmark families.
 FAMILIES = ("nyuv2", "cityscapes", "office")
@@ -108,7 +109,6 @@ def build_parser(family: str, argv: Sequence[str] | None = None) -> argparse.Arg
                         step_size=d.get("step_size", 100), gamma=d.get("gamma", 0.5),
                         multi_input=spec.multi_input)
     pre, _ = parser.parse_known_args(list(argv) if argv is not None else sys.argv[1:])
-
     for name, resolve in ((getattr(pre, "weighting", None), resolve_weighting),
                           (getattr(pre, "arch", None), resolve_architecture)):
         try:

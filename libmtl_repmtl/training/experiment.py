@@ -26,18 +26,20 @@ import torch.distributed as dist
 
 from libmtl_repmtl.benchmarks import Benchmark, get
 from libmtl_repmtl.libmtl.bases import LibMTL
+from libmtl_repmtl.libmtl.capabilities import resolve_architecture, resolve_weighting
 from libmtl_repmtl.training.amp import AmpConfig
 from libmtl_repmtl.training.deltap import validate_baseline
 from libmtl_repmtl.training.device import resolve_device
 from libmtl_repmtl.training.distributed import (
-    DataParallelTrainerMixin,
     DistEnv,
     barrier,
     check_weighting_supports_ddp,
     cleanup,
     init_from_env,
 )
-from libmtl_repmtl.training.trainer import MTLTrainer, resolve_architecture, resolve_weighting
+from libmtl_repmtl.training.precision import precision_for
+from libmtl_repmtl.training.strategy import strategy_for
+from libmtl_repmtl.training.trainer import MTLTrainer
 
 importlib.import_module("LibMTL.config")  # after the compatibility layer (bases)
 
@@ -54,10 +56,27 @@ _RUN_KEYS = ("epochs", "train_bs", "test_bs", "optim", "lr", "weight_decay", "mo
              "gamma", "encoder", "pretrained", "aug", "num_workers")
 
 
-class ParallelMTLTrainer(DataParallelTrainerMixin, MTLTrainer):
-    """``MTLTrainer`` with data-parallel (torchrun/DDP) and mixed-precision training: the keyword arguments
-    ``dist_env``, ``amp``, ``sync_bn`` and ``sampler_seed`` of
-    :class:`~libmtl_repmtl.training.distributed.DataParallelTrainerMixin`, the rest as ``MTLTrainer``."""
+class ParallelMTLTrainer(MTLTrainer):
+    """``MTLTrainer`` composed from command-line style settings: the strategy of ``dist_env``
+    (:func:`~libmtl_repmtl.training.strategy.strategy_for`: DDP for a rank of a torchrun job) and the
+    precision policy of ``amp`` (:func:`~libmtl_repmtl.training.precision.precision_for`).
+
+    Keyword arguments (the others go to ``MTLTrainer``):
+        dist_env: from :func:`~libmtl_repmtl.training.distributed.init_from_env` (default: one process).
+        amp: ``"none"``, ``"bf16"``, ``"fp16"`` or an :class:`~libmtl_repmtl.training.amp.AmpConfig`.
+        sync_bn: convert BatchNorm layers to ``SyncBatchNorm`` (CUDA, several processes).
+        sampler_seed: seed of the training ``DistributedSampler`` (the run's seed, the same on every rank).
+
+    Raises:
+        ValueError: a weighting DDP cannot synchronise, ``dist_env`` on another device than the trainer, an
+            AMP setting the device does not support, or ``sync_bn`` in a single process.
+    """
+
+    def __init__(self, *args: Any, dist_env: DistEnv | None = None, amp: Any = "none", sync_bn: bool = False,
+                 sampler_seed: int = 0, **kwargs: Any) -> None:
+        device = resolve_device(kwargs.pop("device", "auto"))
+        super().__init__(*args, device=device, precision=precision_for(device, amp),
+                         strategy=strategy_for(dist_env, sync_bn=sync_bn, sampler_seed=sampler_seed), **kwargs)
 
 
 def libmtl_defaults() -> argparse.Namespace:
@@ -237,7 +256,7 @@ def run_experiment(benchmark: str, weighting: str | type, arch: str | type, data
     and rank 0 alone prints and writes files; see ``docs/distributed.md``.
 
     Returns:
-        The results dict, as written to ``results.json`` (schema: :meth:`MTLTrainer.results`); under torchrun
+        The results dict, as written to ``results.json`` (:mod:`~libmtl_repmtl.training.results`); under torchrun
         the same epoch records on every rank.
     """
     spec = get(benchmark)
@@ -250,12 +269,8 @@ def run_experiment(benchmark: str, weighting: str | type, arch: str | type, data
     wcls, acls = resolve_weighting(weighting), resolve_architecture(arch)
     wargs = weight_args_for(wcls, params, weight_args)
     aargs = arch_args_for(acls, params, arch_args)
-    env: DistEnv | None = None
-    owned = False
-    if _torchrun_world_size() > 1:  # one of torchrun's processes
-        check_weighting_supports_ddp(wcls)  # before joining the group and building anything
-        owned = not (dist.is_available() and dist.is_initialized())
-        env = init_from_env(dist_backend, device)
+    env, owned = _join_torchrun(wcls, dist_backend, device)
+    if env is not None:
         device = env.device
         if not env.is_main:
             verbose, progress = False, False  # rank 0 prints
@@ -273,6 +288,16 @@ def run_experiment(benchmark: str, weighting: str | type, arch: str | type, data
         barrier(env)
         cleanup(env)
     return results
+
+
+def _join_torchrun(weighting: type, backend: str | None, device: str | torch.device) -> tuple[DistEnv | None, bool]:
+    """In one of torchrun's processes: check the weighting (before anything is built), join the process group;
+    returns this rank's environment and whether this call started the group. ``(None, False)`` otherwise."""
+    if _torchrun_world_size() <= 1:
+        return None, False
+    check_weighting_supports_ddp(weighting)
+    owned = not (dist.is_available() and dist.is_initialized())
+    return init_from_env(backend, device), owned
 
 
 def _torchrun_world_size() -> int:

@@ -147,7 +147,7 @@ def write_run_file(path: str | os.PathLike[str], write: Callable[[Path], Any], c
             f"could not write {target} at {context}: {os_err}. The previous complete {target.name} is kept (or "
             f"the file is absent) and no partial or temporary file was left; free space in {target.parent} and "
             "continue with --resume (resume=True): last.pt holds the last epoch saved completely")
-        err.errno = os_err.errno  # type: ignore[misc]
+        err.errno = os_err.errno
         raise err from exc
 
 

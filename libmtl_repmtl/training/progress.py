@@ -1,21 +1,15 @@
-"""A minimal progress display with ETA (stderr, throttled; off when stderr is not a terminal)."""
+"""The training progress display: a ``tqdm`` bar with ETA on stderr (off when stderr is not a terminal)."""
 
 from __future__ import annotations
 
 import sys
-import time
 from typing import TextIO
 
-
-def _fmt_seconds(s: float) -> str:
-    s = int(max(s, 0))
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m:02d}:{sec:02d}"
+from tqdm import tqdm
 
 
 class Progress:
-    """``desc  37/120 [ 30%] 00:12<00:27`` on one stderr line, redrawn at most every ``interval`` seconds.
+    """``desc:  31%|###      | 37/120 [00:12<00:27, 3.1it/s]`` on one stderr line (``tqdm``), erased at the end.
 
     Args:
         total: number of steps.
@@ -30,37 +24,23 @@ class Progress:
         self.stream = stream or sys.stderr
         if enabled is None:
             enabled = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.enabled = enabled and total > 0
-        self.total, self.desc, self.interval = int(total), desc, float(interval)
-        self.n = 0
-        self.start = time.perf_counter()
-        self._last = 0.0
-        self._drawn = False
+        self.enabled = bool(enabled) and total > 0
+        self.total = int(total)
+        self._bar = tqdm(total=self.total, desc=desc, file=self.stream, mininterval=float(interval), leave=False,
+                         disable=not self.enabled, dynamic_ncols=True)
 
     def update(self, n: int = 1) -> None:
-        """Advance by ``n`` steps (redraw if the throttle allows)."""
-        self.n += n
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if now - self._last >= self.interval or self.n >= self.total:
-            self._last = now
-            self._draw(now)
+        """Advance by ``n`` steps (redrawn when the throttle allows)."""
+        self._bar.update(n)
 
-    def _draw(self, now: float) -> None:
-        elapsed = now - self.start
-        eta = elapsed / self.n * (self.total - self.n) if self.n else 0.0
-        pct = 100.0 * self.n / self.total
-        self.stream.write(f"\r{self.desc} {self.n}/{self.total} [{pct:3.0f}%] {_fmt_seconds(elapsed)}"
-                          f"<{_fmt_seconds(eta)}  ")
-        self.stream.flush()
-        self._drawn = True
+    @property
+    def n(self) -> int:
+        """Steps done."""
+        return int(self._bar.n)
 
     def close(self) -> None:
-        """Erase the line (so the per-epoch log line starts clean)."""
-        if self.enabled and self._drawn:
-            self.stream.write("\r" + " " * 60 + "\r")
-            self.stream.flush()
+        """Erase the bar (so the per-epoch log line starts clean)."""
+        self._bar.close()
 
 
 __all__ = ["Progress"]

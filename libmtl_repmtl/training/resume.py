@@ -143,13 +143,15 @@ class LoaderCursor:
     def _snapshot(self) -> dict[str, Any]:
         return {"generators": [g.get_state() for g in shuffle_generators(self.loader)], "rng": capture_rng_state()}
 
-    def _new_iterator(self) -> None:
+    def _new_iterator(self) -> Iterator[Any]:
         if self.before_iter is not None:
             self.before_iter(self.loader, self.iterations)
         self._start = self._snapshot()
-        self.iterator = iter(self.loader)
+        it = iter(self.loader)
+        self.iterator = it
         self.iterations += 1
         self.consumed = 0
+        return it
 
     def next_batch(self) -> Any:
         """The next batch; a new iterator is started when the current one is exhausted (or none exists).
@@ -160,14 +162,12 @@ class LoaderCursor:
         if self._peeked:
             self.consumed += 1
             return self._peeked.pop()
-        if self.iterator is None:
-            self._new_iterator()
+        it = self.iterator if self.iterator is not None else self._new_iterator()
         try:
-            batch = next(self.iterator)  # type: ignore[arg-type]
+            batch = next(it)
         except StopIteration:
-            self._new_iterator()
             try:
-                batch = next(self.iterator)  # type: ignore[arg-type]
+                batch = next(self._new_iterator())
             except StopIteration:
                 raise ValueError(f"the {self.name + ' ' if self.name else ''}data loader yields no batch (an empty "
                                  "split, or fewer items than the batch size with drop_last)") from None
@@ -237,10 +237,10 @@ class LoaderCursor:
             g.set_state(torch.as_tensor(s).cpu())
         restore_rng_state(start["rng"])
         self.iterations = int(state["iterations"]) - 1
-        self._new_iterator()
+        it = self._new_iterator()
         for k in range(int(state["consumed"])):
             try:
-                next(self.iterator)  # type: ignore[arg-type]
+                next(it)
             except StopIteration:
                 raise ValueError(f"the {who}training loader ran out after {k} batches while the checkpoint had "
                                  f"drawn {state['consumed']} from that pass: the data changed since the "
