@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from libmtl_repmtl import launch
+from libmtl_repmtl.benchmarks import BenchmarkSetupError, get
+from libmtl_repmtl.data.synthetic import generate
 from libmtl_repmtl.libmtl.bases import LibMTL
 from libmtl_repmtl.training import example_cli
 
@@ -31,7 +33,7 @@ LIBMTL_EXAMPLE_FLAGS = {
 LIBMTL_ARGS = ["--weighting", "--arch", "--rep_grad", "--multi_input", "--seed", "--gpu_id", "--mode", "--save_path",
                "--load_path", "--lr", "--weight_decay", "--optim", "--scheduler"]
 #: Flags of the spec's list not built yet, with the reason (the test fails once they exist: then drop them here).
-NOT_YET = {("cityscapes", "--train_mode"): "trainval needs the benchmarks package's Cityscapes train+val reader"}
+NOT_YET: dict[tuple[str, str], str] = {}
 
 
 def _options(family: str) -> set[str]:
@@ -91,6 +93,32 @@ def test_libmtl_flags_without_our_meaning_are_refused(flags: list[str], message:
         pytest.skip(f"this LibMTL has no {flags[0]}")
     with pytest.raises(ValueError, match=message):
         _office(["--multi_input", "--dataset_path", "/d", "--save_path", "/s", *flags])
+
+
+def test_cityscapes_train_mode_flag() -> None:
+    argv = ["--dataset_path", "/d", "--save_path", "/s"]
+    for extra, mode in (([], "train"), (["--train_mode", "trainval"], "trainval")):
+        params = example_cli.build_parser("cityscapes", argv + extra).parse_args(argv + extra)
+        _, opts = example_cli.options_from_args("cityscapes", params)
+        assert opts["train_mode"] == mode
+    with pytest.raises(SystemExit):
+        example_cli.build_parser("cityscapes", argv).parse_args(argv + ["--train_mode", "val"])
+
+
+def test_cityscapes_trainval_trains_on_train_and_val(tmp_path: Path) -> None:
+    root = generate("cityscapes", tmp_path / "cs", size=6, test_size=3)
+    spec = get("cityscapes")
+    opts = {"dataset_path": str(root), "train_bs": 2, "test_bs": 2, "seed": 0, "num_workers": 0, "aug": False}
+    train = spec.dataloaders(spec.tasks, {**opts, "train_mode": "train"})
+    trainval = spec.dataloaders(spec.tasks, {**opts, "train_mode": "trainval"})
+    assert len(train["train"].dataset) == 6 and len(trainval["train"].dataset) == 9  # train/ + val/
+    assert len(trainval["test"].dataset) == 3 and len(trainval["train"]) == 4  # 9 items, batches of 2, last dropped
+    x, y = next(iter(trainval["train"]))
+    assert set(y) == set(spec.tasks) and x.shape[0] == 2
+    single = spec.dataloaders(["depth"], {**opts, "train_mode": "trainval"})  # single-task runs keep their labels
+    assert set(next(iter(single["train"]))[1]) == {"depth"} and len(single["train"].dataset) == 9
+    with pytest.raises(BenchmarkSetupError, match="--train_mode 'val'"):
+        spec.dataloaders(spec.tasks, {**opts, "train_mode": "val"})
 
 
 def test_missing_environment_is_one_clear_line(monkeypatch: pytest.MonkeyPatch, capsys) -> None:

@@ -2,12 +2,28 @@
 
 Data: ``ROOT/{train,val}/{image,label_7 or label,depth}/{i}.npy`` at 128 x 256 (``val/`` is the test split).
 Model and losses as NYUv2 (dilated ResNet-50, ASPP heads). Setup: as NYUv2 with batch 64.
+LibMTL's ``--train_mode``: ``train`` (default) trains on ``train/``; ``trainval`` on ``train/`` and ``val/``
+together (the test split is then part of the training data, as in LibMTL's example).
 """
 
 from __future__ import annotations
 
-from libmtl_repmtl.benchmarks.base import Baseline, Benchmark, Published, Task, task_dict_of
+from collections.abc import Sequence
+
+from torch.utils.data import ConcatDataset
+
+from libmtl_repmtl.benchmarks.base import (
+    Baseline,
+    Benchmark,
+    BenchmarkSetupError,
+    Loaders,
+    Options,
+    Published,
+    Task,
+    task_dict_of,
+)
 from libmtl_repmtl.benchmarks.dense import dense_defaults, dense_loaders, dense_process_preds
+from libmtl_repmtl.benchmarks.loading import LabelSubset, make_loader, need_path
 from libmtl_repmtl.benchmarks.registry import register
 from libmtl_repmtl.data.dense import CityscapesDataset
 from libmtl_repmtl.models.resnet import deeplab_heads, dense_encoder_factory
@@ -39,10 +55,29 @@ PUBLISHED = Published(
         "RepMTL": {"segmentation": [69.72, 91.85], "depth": [0.01270, 43.42]},
     })
 
+#: LibMTL's ``--train_mode`` values.
+TRAIN_MODES = ("train", "trainval")
+_train_loaders = dense_loaders(NAME, CityscapesDataset, tuple(TASKS))
+
+
+def _loaders(tasks: Sequence[str], opts: Options) -> dict[str, Loaders]:
+    """The dense loaders; with ``opts["train_mode"] == "trainval"`` the training loader reads train/ + val/."""
+    mode = opts.get("train_mode") or "train"
+    if mode not in TRAIN_MODES:
+        raise BenchmarkSetupError(f"--train_mode {mode!r}: use one of {', '.join(TRAIN_MODES)}")
+    out = _train_loaders(tasks, opts)
+    if mode == "trainval":
+        extra = CityscapesDataset(str(need_path(opts, NAME)), mode="test", aug=bool(opts.get("aug")))
+        if list(tasks) != list(TASKS):
+            extra = LabelSubset(extra, tasks)
+        out["train"] = make_loader(ConcatDataset([out["train"].dataset, extra]), opts["train_bs"], True, opts)
+    return out
+
+
 BENCHMARK = register(Benchmark(
     name=NAME, tasks=tuple(TASKS), multi_input=False, has_val=False,
     task_dict=task_dict_of(NAME, TASKS),
-    dataloaders=dense_loaders(NAME, CityscapesDataset, tuple(TASKS)),
+    dataloaders=_loaders,
     encoder_class=lambda o: dense_encoder_factory(o.get("encoder") or "resnet50", o.get("pretrained")),
     decoders=lambda tasks, o: deeplab_heads({t: TASKS[t].outputs for t in tasks}, o.get("encoder") or "resnet50"),
     process_preds=dense_process_preds(("normal",)),

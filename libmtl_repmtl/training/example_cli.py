@@ -10,7 +10,7 @@ weightings/architectures are known), so every LibMTL flag keeps its meaning (``-
 ``--encoder`` (``resnet50``/``resnet18`` or ``tiny`` for quick CPU checks), ``--tasks``, ``--num_workers``,
 ``--amp none|bf16|fp16``, ``--sync_bn`` and ``--dist_backend nccl|gloo`` (under ``torchrun``), and for Office
 ``--dataset office-31|office-home``, ``--list_dir``, ``--image_size`` and LibMTL's ``--bs`` (every split's batch
-size); plus the ``--<Plugin>_<key>`` flags of
+size), for Cityscapes LibMTL's ``--train_mode train|trainval``; plus the ``--<Plugin>_<key>`` flags of
 the chosen weighting/architecture (e.g. ``--RepMTL_lambda_tsr``).
 
 Defaults reproduce the paper's setups (see :mod:`libmtl_repmtl.benchmarks`).
@@ -96,6 +96,9 @@ def build_parser(family: str, argv: Sequence[str] | None = None) -> argparse.Arg
     run.add_argument("--num_workers", type=int, default=0, help="DataLoader workers (default %(default)s)")
     add_amp_args(run)
     add_distributed_args(parser)
+    if family == "cityscapes":
+        run.add_argument("--train_mode", type=str, default="train", choices=("train", "trainval"),
+                         help="LibMTL's flag: train on train/ (default) or on train/ + val/ (trainval)")
     if family == "office":
         run.add_argument("--dataset", type=str, default="office-31", choices=tuple(OFFICE_DOMAINS),
                          help="office-31 or office-home (default %(default)s)")
@@ -179,6 +182,8 @@ def options_from_args(family: str, params: argparse.Namespace) -> tuple[str, dic
         dist_backend=params.dist_backend)
     if family == "office":
         opts.update(list_dir=params.list_dir, image_size=params.image_size)
+    if family == "cityscapes":
+        opts.update(train_mode=params.train_mode)
     return benchmark, opts
 
 
