@@ -1,6 +1,6 @@
 """The measured part of ``benchmarks/step_cost.py``: the NYUv2 model, the methods, one training step per method
 and its cost, run inside a worker process (the parent in ``step_cost.py`` starts the workers and writes the
-table). Nothing here imports torch or LibMTL at module level, so the parent stays light.
+table). Nothing here imports LibMTL at module level (the presets come from the method core, which needs only torch).
 """
 
 from __future__ import annotations
@@ -13,15 +13,17 @@ from typing import Any
 
 from _measure import measure_steps, release_memory
 
+from libmtl_repmtl.core.presets import parse_method
+
 #: LibMTL weightings that manipulate gradients (each needs its rep_grad setting).
 GRADIENT_METHODS = {"MGDA": False, "PCGrad": False, "GradVac": False, "CAGrad": False, "IMTL": False,
                     "GradNorm": False, "GradDrop": True}
 LOSS_METHODS = {"EW": False, "UW": False, "DWA": False, "GLS": False, "RLW": False}
 #: Weightings of LibMTL's git version (absent from the 1.1.5 release): measured where installed.
 OPTIONAL_METHODS = ("Nash_MTL", "FairGrad", "DB_MTL")
-#: The RepMTL settings measured beside its defaults.
-LOG_EW = {"RepMTL_lambda_tsr": 0.0, "RepMTL_lambda_csa": 0.0}
-PAPER = {"RepMTL_lambda_tsr": 0.9, "RepMTL_lambda_csa": 0.9, "RepMTL_tau": 0.1}
+#: The RepMTL settings measured beside its defaults: the presets of :mod:`libmtl_repmtl.core.presets`.
+LOG_EW = parse_method("logEW").weight_args
+PAPER = parse_method("RepMTL-paper").weight_args
 #: Hyper-parameters of LibMTL's weightings (LibMTL's defaults), handed to every method as ``weight_args``.
 RECIPE_ARGS: dict[str, Any] = {"T": 2.0, "alpha": 1.5, "mgda_gn": "none", "beta": 0.5, "leak": 0.0,
                                "calpha": 0.5, "rescale": 1, "dist": "Normal", "update_weights_every": 1,

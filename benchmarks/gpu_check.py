@@ -33,9 +33,9 @@ sys.path.insert(0, str(ROOT))
 from gpu_check_report import results_digest  # noqa: E402
 
 from libmtl_repmtl.training.io import atomic_write_json as _write_json  # noqa: E402
+from libmtl_repmtl.training.loop import STOP_ENV  # noqa: E402  (the trainer's interruption hook)
 
 TEST_DEVICE_ENV = "LIBMTL_REPMTL_TEST_DEVICE"
-STOP_ENV = "LIBMTL_REPMTL_STOP_AFTER_EPOCHS"  # the trainer's interruption hook (docs/ARCHITECTURE.md)
 GRADIENT_TESTS = ("tests/test_method_gradients.py",)
 #: Generated data and batch size per example family: (synthetic kind, generator flags full / smoke, batch).
 EXAMPLES: dict[str, tuple[str, list[str], list[str], int]] = {
