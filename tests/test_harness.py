@@ -14,7 +14,7 @@ import libmtl_repmtl.data.multimnist as mm
 from libmtl_repmtl.harness import report
 from libmtl_repmtl.harness.cli import main
 from libmtl_repmtl.harness.methods import method_spec
-from libmtl_repmtl.harness.plan import plan_grid
+from libmtl_repmtl.harness.plan import SUITES, plan_grid
 from libmtl_repmtl.harness.report import delta_p
 from libmtl_repmtl.harness.runs import is_complete
 from libmtl_repmtl.training.experiment import run_experiment
@@ -91,9 +91,30 @@ def test_multi_input_with_stl_baseline(tmp_path: Path, capsys) -> None:
 def test_dry_run_lists_the_grid(tmp_path: Path, capsys) -> None:
     assert main(["--suite", "cpu", "--out", str(tmp_path), "--dry-run"]) == 0
     text = capsys.readouterr().out
-    # 9 multi-task methods + STL (2 tasks / 3 domains) over 3 seeds on two benchmarks
-    assert "grid: 69 runs (0 already complete)" in text
-    assert "multimnist/STL/seed2/right" in text and "digits/RepMTL/seed1" in text
+    # 13 multi-task methods + STL (2 tasks / 3 domains / 3 tasks) over 5 fresh seeds on three benchmarks
+    assert "grid: 235 runs (0 already complete)" in text
+    assert "multimnist/STL/seed104/right" in text and "digits/RepMTL/seed101" in text
+    assert "densemnist/RepMTL-paper/seed100" in text and "densemnist/logEW/seed102" in text
+
+
+def test_suites_hold_what_the_readme_and_the_sweep_plan_say() -> None:
+    quick = SUITES["cpu-quick"]
+    assert "densemnist" in quick.benchmarks and len(quick.benchmarks) >= 2
+    assert {"EW", "logEW", "MGDA", "RepMTL", "STL"} <= set(quick.methods)
+    full = SUITES["cpu"]
+    assert set(full.benchmarks) == {"multimnist", "digits", "densemnist"} and len(full.seeds) == 5
+    assert {"EW", "logEW", "UW", "DWA", "MGDA", "PCGrad", "CAGrad", "IMTL", "GradVac", "RepMTL", "RepMTL-paper",
+            "RepMTL-CSA", "RepMTL-TSR", "STL"} == set(full.methods)
+    # The sweep's settings: every grid point of docs/method.md once, as distinct configs.
+    sweep = SUITES["cpu-sweep"]
+    configs = [method_spec(m) for m in sweep.methods if m not in {"EW", "STL"}]
+    keys = {(c.weight_args.get("RepMTL_lambda_tsr", 0.9), c.weight_args.get("RepMTL_lambda_csa", 0.9),
+             c.weight_args.get("RepMTL_tau"), c.weight_args.get("RepMTL_csa_form")) for c in configs}
+    assert len(configs) == len(keys) == 76
+    assert not set(sweep.seeds) & set(full.seeds)  # the verdict runs on fresh seeds
+    with_csa = {k for k in keys if k[1] > 0}
+    assert {k[0] for k in with_csa} == {0.0, 0.1, 0.3, 0.9} and {k[1] for k in with_csa} == {0.1, 0.3, 0.9}
+    assert {k[2] for k in with_csa} == {0.1, 0.5, 1.0} and {k[3] for k in with_csa} == {"printed", "infonce"}
 
 
 def test_ablations_and_single_task_plan(tmp_path: Path) -> None:

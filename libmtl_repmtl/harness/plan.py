@@ -14,8 +14,28 @@ from typing import Any
 from libmtl_repmtl.benchmarks import get
 from libmtl_repmtl.harness.methods import method_specs
 
-#: Methods of the full CPU suite.
-CPU_METHODS = ("EW", "UW", "DWA", "MGDA", "PCGrad", "CAGrad", "IMTL", "GradVac", "RepMTL", "STL")
+#: The CPU benchmarks (real MNIST digits; encoders pretext-pretrained by default).
+CPU_BENCHMARKS = ("multimnist", "digits", "densemnist")
+
+#: Methods of the full CPU suite: LibMTL's methods, EW on log losses (logEW, the fair baseline of every Rep-MTL
+#: setting), Rep-MTL's defaults, its literal paper reading and its two ablations, and single-task training.
+CPU_METHODS = ("EW", "logEW", "UW", "DWA", "MGDA", "PCGrad", "CAGrad", "IMTL", "GradVac", "RepMTL", "RepMTL-paper",
+               "RepMTL-CSA", "RepMTL-TSR", "STL")
+
+#: Epochs of the full CPU suite per benchmark.
+CPU_EPOCHS = {"multimnist": {"epochs": 8}, "digits": {"epochs": 8}, "densemnist": {"epochs": 8}}
+
+
+def sweep_methods() -> tuple[str, ...]:
+    """Stage 1 of the pre-registered sweep (docs/method.md, "Choosing the defaults"): ``lambda_tsr`` and
+    ``lambda_csa`` in {0, 0.1, 0.3, 0.9}, ``tau`` in {0.1, 0.5, 1}, ``csa_form`` in {printed, infonce}, each
+    distinct setting once (with ``lambda_csa = 0`` tau and the form change nothing: 4 + 12 x 6 = 76 settings; both
+    lambdas 0 is ``logEW``), then EW and STL."""
+    lambdas = (0.0, 0.1, 0.3, 0.9)
+    grid = ["logEW", *(f"RepMTL[lambda_tsr={t:g},lambda_csa=0]" for t in lambdas[1:])]
+    grid += [f"RepMTL[lambda_tsr={t:g},lambda_csa={c:g},tau={tau:g},csa_form={form}]"
+             for t in lambdas for c in lambdas[1:] for tau in (0.1, 0.5, 1.0) for form in ("printed", "infonce")]
+    return (*grid, "EW", "STL")
 
 
 @dataclass(frozen=True)
@@ -29,12 +49,16 @@ class Suite:
 
 
 SUITES: dict[str, Suite] = {
-    "cpu": Suite(("multimnist", "digits"), CPU_METHODS, (0, 1, 2),
-                 {"multimnist": {"epochs": 8}, "digits": {"epochs": 8}}),
-    "cpu-quick": Suite(("multimnist", "digits"), ("EW", "MGDA", "RepMTL", "RepMTL-small", "STL"), (0,),
-                       {"multimnist": {"epochs": 4}, "digits": {"epochs": 3}}),
-    "ablation-cpu": Suite(("multimnist",), ("EW", "RepMTL", "RepMTL-CSA", "RepMTL-TSR", "STL"), (0, 1, 2),
-                          {"multimnist": {"epochs": 8}}),
+    # The verdict's grid: fresh seeds (the sweep uses 0-3), tested on the test splits.
+    "cpu": Suite(CPU_BENCHMARKS, CPU_METHODS, (100, 101, 102, 103, 104), CPU_EPOCHS),
+    # Stage 1 of the sweep, scored on the validation splits (shortened runs).
+    "cpu-sweep": Suite(CPU_BENCHMARKS, sweep_methods(), (0, 1),
+                       {"multimnist": {"epochs": 3}, "digits": {"epochs": 3}, "densemnist": {"epochs": 3}}),
+    # The README's main job: one seed, short runs, a classification and the dense benchmark.
+    "cpu-quick": Suite(("multimnist", "densemnist"), ("EW", "logEW", "MGDA", "RepMTL", "RepMTL-small", "STL"), (0,),
+                       {"multimnist": {"epochs": 3}, "densemnist": {"epochs": 3}}),
+    "ablation-cpu": Suite(CPU_BENCHMARKS, ("EW", "logEW", "RepMTL", "RepMTL-CSA", "RepMTL-TSR", "STL"), (0, 1, 2),
+                          CPU_EPOCHS),
     # The paper's benchmarks with every method LibMTL 1.1.5 ships (it has no Nash-MTL, DB-MTL, FairGrad or
     # Aligned-MTL), Rep-MTL and its ablations; Δp against the benchmarks' published single-task rows.
     "paper": Suite(("nyuv2", "cityscapes", "office-31", "office-home"),
@@ -99,4 +123,5 @@ def plan_grid(benchmarks: Sequence[str], methods: Sequence[str], seeds: Sequence
     return grid
 
 
-__all__ = ["CPU_METHODS", "SUITES", "RunSpec", "Suite", "benchmark_tasks", "plan_grid"]
+__all__ = ["CPU_BENCHMARKS", "CPU_EPOCHS", "CPU_METHODS", "SUITES", "RunSpec", "Suite", "benchmark_tasks",
+           "plan_grid", "sweep_methods"]
