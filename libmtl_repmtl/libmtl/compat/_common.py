@@ -54,3 +54,21 @@ def tiny_parts(libmtl: Any) -> tuple[Any, Any]:
             return self.encoder.parameters()
 
     return _Holder, torch
+
+
+def probe_step(libmtl: Any, weighting: type, **weight_args: Any) -> None:
+    """One training step of a stub 2-task model (LibMTL's ``HPS`` with ``weighting``, ``Linear(2, 2)`` encoder and
+    ``Linear(2, 1)`` heads, CPU), for the probes that detect a weighting's symptom by running it: whatever the
+    step raises propagates to the caller."""
+    import torch  # lazily, like every probe: patches are installed before anything imports torch's models
+    from torch import nn
+
+    class _Probe(libmtl.architecture.HPS, weighting):  # type: ignore[misc, valid-type]
+        pass
+
+    model = _Probe(["a", "b"], lambda: nn.Linear(2, 2), nn.ModuleDict({"a": nn.Linear(2, 1), "b": nn.Linear(2, 1)}),
+                   False, False, torch.device("cpu"))
+    model.init_param()
+    with torch.enable_grad():
+        out = model(torch.ones(3, 2))
+        model.backward(torch.stack([out["a"].pow(2).mean(), out["b"].pow(2).mean()]), **weight_args)

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from libmtl_repmtl.libmtl.compat._common import _mark, _marked
+from libmtl_repmtl.libmtl.compat._common import _mark, _marked, probe_step
 
 _lock = threading.RLock()
 
@@ -39,21 +39,10 @@ def _symeig_available() -> Iterator[None]:
 
 
 def _aligned_mtl_symptom(libmtl: Any) -> bool:
-    import torch
-    from torch import nn
-
-    class _Probe(libmtl.architecture.HPS, libmtl.weighting.Aligned_MTL):  # type: ignore[misc, name-defined]
-        pass
-
-    model = _Probe(["a", "b"], lambda: nn.Linear(2, 2), nn.ModuleDict({"a": nn.Linear(2, 1), "b": nn.Linear(2, 1)}),
-                   False, False, torch.device("cpu"))
-    model.init_param()
-    with torch.enable_grad():
-        out = model(torch.ones(3, 2))
-        try:
-            model.backward(torch.stack([out["a"].pow(2).mean(), out["b"].pow(2).mean()]))
-        except RuntimeError as exc:
-            return "symeig" in str(exc)
+    try:
+        probe_step(libmtl, libmtl.weighting.Aligned_MTL)
+    except RuntimeError as exc:
+        return "symeig" in str(exc)
     return False
 
 

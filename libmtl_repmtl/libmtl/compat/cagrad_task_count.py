@@ -4,31 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from libmtl_repmtl.libmtl.compat._common import _mark, _marked
+from libmtl_repmtl.libmtl.compat._common import _mark, _marked, probe_step
 
 
 def _cagrad_symptom(libmtl: Any) -> bool:
-    import torch
-    from torch import nn
-
-    cagrad = libmtl.weighting.CAGrad
-    hps = libmtl.architecture.HPS
-
-    class _Probe(hps, cagrad):  # type: ignore[misc, valid-type]
-        pass
-
-    model = _Probe(["a", "b"], lambda: nn.Linear(2, 2), nn.ModuleDict({"a": nn.Linear(2, 1), "b": nn.Linear(2, 1)}),
-                   False, False, torch.device("cpu"))
-    model.init_param()
-    with torch.enable_grad():
-        out = model(torch.ones(3, 2))
-        losses = torch.stack([out["a"].pow(2).mean(), out["b"].pow(2).mean()])
-        try:
-            model.backward(losses, calpha=0.5, rescale=1)
-        except ValueError as exc:
-            return "reshape" in str(exc) or "shape" in str(exc)
-        except AttributeError:
-            return False  # another symptom (reset-grad-none), cured separately
+    try:
+        probe_step(libmtl, libmtl.weighting.CAGrad, calpha=0.5, rescale=1)
+    except ValueError as exc:
+        return "reshape" in str(exc) or "shape" in str(exc)
+    except AttributeError:
+        return False  # another symptom (reset-grad-none), cured separately
     return False
 
 
