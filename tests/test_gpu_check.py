@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from libmtl_repmtl.core.presets import parse_method
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -183,9 +185,14 @@ def test_report_states_statuses_key_numbers_and_failed_logs(tmp_path):
 
 def test_step_cost_method_specs_and_their_errors():
     assert parse_spec("RepMTL@bf16") == ("RepMTL", "bf16") and parse_spec("EW") == ("EW", "none")
-    assert dict(METHODS["logEW"].weight_args) == {"RepMTL_lambda_tsr": 0.0, "RepMTL_lambda_csa": 0.0}
-    assert dict(METHODS["RepMTL-paper"].weight_args) == {"RepMTL_lambda_tsr": 0.9, "RepMTL_lambda_csa": 0.9,
-                                                         "RepMTL_tau": 0.1}
+    # the presets of core.presets, exactly: logEW = both lambdas 0 on log losses; RepMTL-paper = the paper's numbers
+    # and, for each open choice, the reading as printed
+    assert dict(METHODS["logEW"].weight_args) == {"RepMTL_lambda_tsr": 0.0, "RepMTL_lambda_csa": 0.0,
+                                                  "RepMTL_log_loss": True} == parse_method("logEW").weight_args
+    assert dict(METHODS["RepMTL-paper"].weight_args) == {
+        "RepMTL_lambda_tsr": 0.9, "RepMTL_lambda_csa": 0.9, "RepMTL_tau": 0.1, "RepMTL_log_loss": True,
+        "RepMTL_csa_form": "printed", "RepMTL_saliency_loss": "objective", "RepMTL_tsr_channel_mean": "signed",
+    } == parse_method("RepMTL-paper").weight_args
     with pytest.raises(ValueError, match="unknown method 'RepMLT'.*available: EW, logEW"):
         parse_spec("RepMLT")
     with pytest.raises(ValueError, match="unknown precision 'fp8'.*NAME@bf16 or NAME@fp16"):
