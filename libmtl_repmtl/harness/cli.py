@@ -41,6 +41,7 @@ from libmtl_repmtl.harness.methods import method_specs
 from libmtl_repmtl.harness.plan import SUITES, RunSpec, plan_grid
 from libmtl_repmtl.harness.report import write_summary
 from libmtl_repmtl.harness.runs import is_complete
+from libmtl_repmtl.harness.selection_report import write_selection
 from libmtl_repmtl.training.experiment import run_experiment
 from libmtl_repmtl.training.trainer import resolve_architecture, resolve_weighting
 
@@ -55,6 +56,22 @@ def _parse_kv(items: Sequence[str], what: str) -> dict[str, str]:
     return out
 
 
+def _methods_from(path: str, top: int | None) -> list[str]:
+    """The methods listed in ``path`` (one per line), the first ``top`` of them when given."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise SystemExit(f"error: --methods-from {path}: cannot read it ({exc.strerror or exc})") from None
+    methods = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    if not methods:
+        raise SystemExit(f"error: --methods-from {path}: the file lists no method")
+    if top is not None:
+        if top < 1:
+            raise SystemExit(f"error: --top must be at least 1, got {top}")
+        methods = methods[:top]
+    return methods
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``bench`` command's argument parser."""
     p = argparse.ArgumentParser(prog="libmtl-repmtl bench", description=__doc__.split("\n\n")[0],
@@ -64,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", nargs="+",
                    help=f"LibMTL weightings (EW, MGDA, ...), Rep-MTL presets ({', '.join(PRESETS)}), a preset with "
                         "inline settings (quoted: \"RepMTL[lambda_tsr=0.1,tau=1]\"), STL (single-task runs)")
+    p.add_argument("--methods-from", "--methods_from", metavar="FILE",
+                   help="read further methods from FILE, one per line (e.g. a sweep's selection_top.txt; blank "
+                        "lines and lines starting with # are skipped); with --methods, those come first")
+    p.add_argument("--top", type=int, metavar="N", help="with --methods-from: only its first N methods")
     p.add_argument("--seeds", nargs="+", type=int, help="training seeds")
     p.add_argument("--epochs", type=int, help="epochs for every benchmark (default: the suite's / benchmark's)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
@@ -77,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra run_experiment options for every run (JSON values, e.g. batch_size=32)")
     p.add_argument("--dry-run", action="store_true", help="list the grid (and what is already done) and exit")
     p.add_argument("--summary-only", action="store_true", help="only (re)write the summary from existing runs")
+    p.add_argument("--select", action=argparse.BooleanOptionalAction, default=None,
+                   help="also score the grid on the validation splits and choose a Rep-MTL setting by the "
+                        "pre-registered rule (selection.md, selection.csv, selection_top.txt, "
+                        "selection_heatmap.png); default: on for sweep suites")
     return p
 
 
@@ -105,7 +130,12 @@ def resolve_grid(args: argparse.Namespace) -> tuple[list[RunSpec], dict[str, Any
     """The grid the parsed flags describe, plus a description of it."""
     suite = SUITES[args.suite] if args.suite else None
     benchmarks = args.benchmarks or (list(suite.benchmarks) if suite else None)
-    methods = args.methods or (list(suite.methods) if suite else None)
+    methods = list(args.methods or [])
+    if args.methods_from:
+        methods += _methods_from(args.methods_from, args.top)
+    elif args.top is not None:
+        raise SystemExit("error: --top needs --methods-from")
+    methods = methods or (list(suite.methods) if suite else None)
     seeds = args.seeds or (list(suite.seeds) if suite else [0])
     if not benchmarks or not methods:
         raise SystemExit("error: give --suite, or --benchmarks and --methods")
@@ -124,8 +154,9 @@ def resolve_grid(args: argparse.Namespace) -> tuple[list[RunSpec], dict[str, Any
             o["epochs"] = args.epochs
         options[b] = o
     grid = plan_grid(benchmarks, methods, seeds, Path(args.out), options)
+    select = args.select if args.select is not None else bool(suite and suite.select)
     return grid, {"benchmarks": benchmarks, "methods": [s.name for s in method_specs(methods)], "seeds": seeds,
-                  "options": options}
+                  "options": options, "select": select}
 
 
 def _dry_run(grid: Sequence[RunSpec], out: Path) -> int:
@@ -161,6 +192,10 @@ def main(argv: Sequence[str] | None = None, runner: Runner = run_experiment) -> 
               f"options {desc['options']}, device {args.device}, baseline {args.baseline}"
               + ("." if args.summary_only else f", wall clock {wall:.0f} s."))
     _, written = write_summary(grid, out, args.baseline, header, outcomes)
+    if desc["select"]:
+        choice, files = write_selection(grid, out, header)
+        written += files
+        print(f"selection (validation, pre-registered rule): {choice.chosen if choice else 'none, see selection.md'}")
     print(f"ran {sum(o.status == 'ran' for o in outcomes)}, skipped {sum(o.status == 'skipped' for o in outcomes)} "
           f"(already complete), failed {len(failed)} in {wall:.1f}s; wrote {', '.join(str(p) for p in written)}")
     for o in failed:
