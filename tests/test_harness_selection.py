@@ -131,3 +131,24 @@ def test_methods_from_a_selection_file(tmp_path: Path, capsys) -> None:
 def test_sweep_suites_select_by_default_and_presets_are_settings() -> None:
     assert SUITES["cpu-sweep"].select and not SUITES["cpu"].select
     assert all(repmtl_config(p) is not None for p in PRESETS)
+
+
+def _row(benchmark: str, method: str, mean: float, std: float, seeds: int = 5):
+    from libmtl_repmtl.harness.report import SummaryRow
+
+    return SummaryRow(benchmark, method, "ours", seeds, {}, (mean, std), None, None, None)
+
+
+def test_verdict_outcomes_follow_the_seed_spread_rule(tmp_path: Path) -> None:
+    from libmtl_repmtl.harness.verdict import compare, write_verdict
+
+    rows = [_row("a", "RepMTL", 2.0, 0.5), _row("a", "logEW", 1.0, 0.8),  # +1.0 > 0.8: beats
+            _row("b", "RepMTL", 1.0, 0.5), _row("b", "logEW", 1.4, 0.2),  # -0.4 within 0.5: on par
+            _row("c", "RepMTL", -3.0, 0.1), _row("c", "logEW", 0.0, 1.0),  # -3.0 < -1.0: is below
+            _row("c", "RepMTL-CSA", 0.5, 0.1), _row("d", "RepMTL", 1.0, 0.1)]  # d: no logEW row
+    got = {c.benchmark: (c.outcome, round(c.diff, 6), c.spread) for c in compare(rows, "RepMTL", "logEW")}
+    assert got == {"a": ("beats", 1.0, 0.8), "b": ("on par", -0.4, 0.5), "c": ("is below", -3.0, 1.0)}
+    md = write_verdict(rows, tmp_path).read_text()
+    assert "| a | +1.00 | 0.80 | RepMTL beats logEW | 5 |" in md
+    assert "| CSA only | `RepMTL-CSA` | – | – | +0.50 ± 0.10 | – | +1.06 | +0.21 |" in md
+    assert SUITES["cpu"].verdict and not SUITES["cpu-sweep"].verdict

@@ -42,6 +42,7 @@ from libmtl_repmtl.harness.plan import SUITES, RunSpec, plan_grid
 from libmtl_repmtl.harness.report import write_summary
 from libmtl_repmtl.harness.runs import is_complete
 from libmtl_repmtl.harness.selection_report import write_selection
+from libmtl_repmtl.harness.verdict import write_verdict
 from libmtl_repmtl.training.experiment import run_experiment
 from libmtl_repmtl.training.trainer import resolve_architecture, resolve_weighting
 
@@ -102,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also score the grid on the validation splits and choose a Rep-MTL setting by the "
                         "pre-registered rule (selection.md, selection.csv, selection_top.txt, "
                         "selection_heatmap.png); default: on for sweep suites")
+    p.add_argument("--verdict", action=argparse.BooleanOptionalAction, default=None,
+                   help="also write verdict.md (RepMTL against logEW by the seed-spread rule, and the ablation "
+                        "table); default: on for the cpu and ablation-cpu suites")
     return p
 
 
@@ -155,8 +159,9 @@ def resolve_grid(args: argparse.Namespace) -> tuple[list[RunSpec], dict[str, Any
         options[b] = o
     grid = plan_grid(benchmarks, methods, seeds, Path(args.out), options)
     select = args.select if args.select is not None else bool(suite and suite.select)
+    verdict = args.verdict if args.verdict is not None else bool(suite and suite.verdict)
     return grid, {"benchmarks": benchmarks, "methods": [s.name for s in method_specs(methods)], "seeds": seeds,
-                  "options": options, "select": select}
+                  "options": options, "select": select, "verdict": verdict}
 
 
 def _dry_run(grid: Sequence[RunSpec], out: Path) -> int:
@@ -191,7 +196,9 @@ def main(argv: Sequence[str] | None = None, runner: Runner = run_experiment) -> 
     header = (f"Grid: benchmarks {desc['benchmarks']}, methods {desc['methods']}, seeds {desc['seeds']}, "
               f"options {desc['options']}, device {args.device}, baseline {args.baseline}"
               + ("." if args.summary_only else f", wall clock {wall:.0f} s."))
-    _, written = write_summary(grid, out, args.baseline, header, outcomes)
+    rows, written = write_summary(grid, out, args.baseline, header, outcomes)
+    if desc["verdict"]:
+        written.append(write_verdict(rows, out, header=header))
     if desc["select"]:
         choice, files = write_selection(grid, out, header)
         written += files

@@ -43,25 +43,27 @@ def sweep_methods() -> tuple[str, ...]:
 class Suite:
     """A named grid: benchmarks, methods, seeds and per-benchmark options (e.g. ``epochs``); ``select``: the
     grid is a sweep, scored on validation and the setting chosen by the rule
-    (:mod:`~libmtl_repmtl.harness.selection`)."""
+    (:mod:`~libmtl_repmtl.harness.selection`); ``verdict``: the report adds ``verdict.md`` (RepMTL against logEW,
+    and the ablation: :mod:`~libmtl_repmtl.harness.verdict`)."""
 
     benchmarks: tuple[str, ...]
     methods: tuple[str, ...]
     seeds: tuple[int, ...]
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     select: bool = False
+    verdict: bool = False
 
 
 SUITES: dict[str, Suite] = {
     # The verdict's grid: fresh seeds (the sweep uses 0-3), tested on the test splits.
-    "cpu": Suite(CPU_BENCHMARKS, CPU_METHODS, (100, 101, 102, 103, 104), CPU_EPOCHS),
+    "cpu": Suite(CPU_BENCHMARKS, CPU_METHODS, (100, 101, 102, 103, 104), CPU_EPOCHS, verdict=True),
     # The sweep, scored on the validation splits; the rule chooses the defaults.
     "cpu-sweep": Suite(CPU_BENCHMARKS, sweep_methods(), (0, 1), CPU_EPOCHS, select=True),
     # The README's main job: one seed, short runs, a classification and the dense benchmark.
     "cpu-quick": Suite(("multimnist", "densemnist"), ("EW", "logEW", "MGDA", "RepMTL", "STL"), (0,),
                        {"multimnist": {"epochs": 3}, "densemnist": {"epochs": 3}}),
     "ablation-cpu": Suite(CPU_BENCHMARKS, ("EW", "logEW", "RepMTL", "RepMTL-CSA", "RepMTL-TSR", "STL"), (0, 1, 2),
-                          CPU_EPOCHS),
+                          CPU_EPOCHS, verdict=True),
     # The paper's benchmarks with every method LibMTL 1.1.5 ships (it has no Nash-MTL, DB-MTL, FairGrad or
     # Aligned-MTL), Rep-MTL and its ablations; Δp against the benchmarks' published single-task rows.
     "paper": Suite(("nyuv2", "cityscapes", "office-31", "office-home"),
