@@ -83,6 +83,34 @@ def test_tiny_saliencies_in_float32_match_float64():
     assert tsr_loss(sal32).item() == pytest.approx(tsr_loss(sal64).item(), rel=1e-4)
 
 
+@pytest.mark.parametrize("form", CHOICES["csa_form"])
+@pytest.mark.parametrize("ratio", [1e-6, 1e-12, 1e-20])
+def test_csa_gradient_finite_when_one_sample_or_task_is_orders_below_the_batch_max(form, ratio):
+    """A confidently classified sample (or one task of it) has a saliency far below the batch's largest; its
+    cosines' fourth powers and 1/norm^2 derivatives once overflowed float32 (inf, then NaN parameters in
+    training). The float32 gradient must be finite and equal the float64 reading's."""
+    sal64 = _saliencies((3, 4, 8, 2, 2), 11)
+    sal64[0][1] *= ratio  # sample 1, task 0
+    for s in sal64:
+        s[2] *= ratio  # sample 2, every task
+    grads = {}
+    for dtype in (torch.float64, torch.float32):
+        leaves = [s.detach().clone().to(dtype).requires_grad_() for s in sal64]
+        loss = csa_loss(leaves, tau=0.5, form=form)
+        loss.backward()
+        grads[dtype] = [leaf.grad for leaf in leaves]
+        assert torch.isfinite(loss) and all(torch.isfinite(g).all() for g in grads[dtype])
+    ref = [s.detach().clone().requires_grad_() for s in sal64]
+    naive_csa(ref, 0.5, form).backward()
+    for g64, g32, r in zip(grads[torch.float64], grads[torch.float32], ref):
+        torch.testing.assert_close(g64, r.grad, rtol=1e-8, atol=0)
+        # float32 against float64, per sample: each sample's gradient to its own scale.
+        for b in range(g64.shape[0]):
+            scale = g64[b].abs().max()
+            if scale > 0:
+                assert (g32[b].double() - g64[b]).abs().max() <= 1e-3 * scale
+
+
 def _reps(batch=3, tasks=2, channels=4, dtype=torch.float64):
     z = torch.randn(batch, channels, 2, 2, dtype=dtype)
     return [z.detach().clone().requires_grad_() for _ in range(tasks)]

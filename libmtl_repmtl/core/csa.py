@@ -46,6 +46,19 @@ def _safe_div(num: Tensor, den: Tensor) -> Tensor:
     return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(num))
 
 
+def unit_max(x: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """``x`` divided by its detached max absolute entry over ``dims`` (kept as is where that is 0).
+
+    Every CSA cosine is invariant to a positive scale of either of its arguments, so this is exact (value and
+    gradient) for the pieces it is applied to: each sample's anchor ``A_b`` and each task-sample saliency
+    ``S_tb`` of the positives. It keeps their second and fourth powers, and the derivatives of the cosines
+    (which carry ``1 / norm^2``), inside float32's range when one sample's or task's saliency is many orders of
+    magnitude below the batch's largest (a confidently classified sample, after a global rescale).
+    """
+    scale = x.detach().abs().amax(dim=dims, keepdim=True)
+    return x / torch.where(scale > 0, scale, torch.ones_like(scale))
+
+
 def affinity_norms(stacked: Tensor) -> Tensor:
     """``||M_tb||_F`` for all tasks and samples without forming ``C x C`` matrices.
 
@@ -75,11 +88,14 @@ def csa_similarities(stacked: Tensor, gather: GatherFn | None = None) -> tuple[T
         ``pos`` ``(T, B)`` with ``cos(a_b, m_tb)``; ``neg`` ``(B, B_all)`` with ``cos(a_b, a_k)`` against
         every anchor ``k`` of the (global) batch; ``offset``: the index in ``B_all`` of local sample 0.
     """
-    anchors = stacked.mean(dim=-1).permute(1, 2, 0)  # (B, C, T)
+    # Each cosine is scale-free in each argument: the anchors per sample and the saliencies per task and
+    # sample are brought to a max entry of 1 (exact, see unit_max) before any square is taken.
+    anchors = unit_max(stacked.mean(dim=-1).permute(1, 2, 0), dims=(1, 2))  # (B, C, T)
+    per_task = unit_max(stacked, dims=(2, 3))  # (T, B, C, N)
     # <Â_b, M_tb> = ||A_b^T S_tb||^2
-    proj = torch.einsum("bcs,tbcn->tbsn", anchors, stacked)
+    proj = torch.einsum("bcs,tbcn->tbsn", anchors, per_task)
     pos_num = proj.pow(2).sum(dim=(-2, -1))  # (T, B)
-    m_norm = affinity_norms(stacked)  # (T, B)
+    m_norm = affinity_norms(per_task)  # (T, B)
     a_norm = _safe_sqrt(torch.einsum("bcs,bcu->bsu", anchors, anchors).pow(2).sum(dim=(-2, -1)))  # (B,)
     pos = _safe_div(pos_num, a_norm.unsqueeze(0) * m_norm)
 
@@ -148,4 +164,4 @@ def contrastive_terms(pos: Tensor, neg: Tensor, offset: int, tau: float, form: s
     return -pos / tau + log_denominator
 
 
-__all__ = ["GatherFn", "affinity_norms", "contrastive_terms", "csa_loss", "csa_similarities"]
+__all__ = ["GatherFn", "affinity_norms", "contrastive_terms", "csa_loss", "csa_similarities", "unit_max"]
