@@ -150,9 +150,10 @@ def test_batch_of_one_skips_csa_with_one_warning():
 def test_single_task_is_log_loss_plus_zero_regularisers():
     copies = _reps(tasks=1)
     losses = torch.stack([copies[0].pow(2).mean() + 1])
-    terms = regularised_objective(losses, copies, RepMTLConfig())
+    config = RepMTLConfig()
+    terms = regularised_objective(losses, copies, config)
     assert terms.tsr.item() == 0.0
-    assert terms.total.item() == pytest.approx(math.log(losses.item() + 1e-8) + 0.9 * terms.csa.item())
+    assert terms.total.item() == pytest.approx(math.log(losses.item() + 1e-8) + config.lambda_csa * terms.csa.item())
 
 
 def test_non_finite_loss_names_task_and_step_and_updates_nothing():

@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from libmtl_repmtl.benchmarks import Baseline, Benchmark, get, register
+from libmtl_repmtl.core.config import RepMTLConfig
 from libmtl_repmtl.libmtl.bases import LibMTL
 from libmtl_repmtl.training import run_experiment
 from libmtl_repmtl.training.checks import BatchDataError
@@ -194,7 +195,7 @@ def test_repmtl_records_diagnostics(tmp_path, benchmark, arch):
     res = _run(tmp_path, benchmark, "RepMTL", arch, epochs=1)
     stats = res["epochs"][0]["repmtl"]
     assert {"L_tsr", "L_csa", "total"} <= set(stats) and set(stats["objectives"]) == set(TASKS)
-    assert res["config"]["weight_args"]["RepMTL_lambda_tsr"] == 0.9
+    assert res["config"]["weight_args"]["RepMTL_lambda_tsr"] == RepMTLConfig().lambda_tsr
     assert res["repmtl"] == stats
 
 
