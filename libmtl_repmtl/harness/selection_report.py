@@ -125,9 +125,10 @@ def selection_figure(scores: Scores) -> Any | None:
             ax.set_xticks(range(len(csa)), [f"{c:g}" for c in csa], fontsize=7)
             ax.set_yticks(range(len(tsr)), [f"{t:g}" for t in tsr], fontsize=7)
             ax.set_xlabel("lambda_csa", fontsize=7)
-            ax.set_ylabel("lambda_tsr", fontsize=7)
+            if ax is row[0]:
+                ax.set_ylabel("lambda_tsr", fontsize=7)
             ax.set_title(f"{b}: tau={key[0]:g}, {key[1]}", fontsize=8)
-        fig.colorbar(im, ax=list(row), label="val Δp_task (%), higher is better", shrink=0.9)
+        fig.colorbar(im, ax=list(row), shrink=0.9).set_label("val Δp_task (%)\nhigher is better", fontsize=7)
     return fig
 
 
