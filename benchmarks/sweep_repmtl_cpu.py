@@ -3,7 +3,7 @@
 Each setting trains the CPU suite's model through the trainer (``run_experiment``: same data, model,
 optimiser, epochs and model selection as ``--suite cpu``) on the chosen benchmarks and seeds, and
 reports the test accuracy at the best validation epoch and Δp_task against the committed STL means of
-``benchmarks/results/cpu/summary.csv``.
+``benchmarks/results/cpu-previous/summary.csv``.
 
     OMP_NUM_THREADS=2 PYTHONPATH=. python benchmarks/sweep_repmtl_cpu.py --out /tmp/sweep \\
         --settings default lam0.1:tsr=0.1,csa=0.1 tau1:tau=1 lam0:tsr=0,csa=0
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--option", nargs="*", default=[],
                         help="runner options key=value (ints), e.g. n_train=3000 batch_size=64")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--baseline", default=str(ROOT / "benchmarks/results/cpu/summary.csv"))
+    parser.add_argument("--baseline", default=str(ROOT / "benchmarks/results/cpu-previous/summary.csv"))
     args = parser.parse_args(argv)
     stl = stl_means(Path(args.baseline))
     options = {k: int(v) for k, _, v in (o.partition("=") for o in args.option)}

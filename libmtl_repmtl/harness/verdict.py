@@ -62,7 +62,8 @@ def render_verdict(rows: Sequence[SummaryRow], method: str = "RepMTL", reference
               "spread, else the two are on par.\n\n")
     out.write("| benchmark | difference | spread | outcome | seeds |\n|---|---|---|---|---|\n")
     for c in compare(rows, method, reference):
-        out.write(f"| {c.benchmark} | {c.diff:+.2f} | {c.spread:.2f} | {c.method} {c.outcome} {c.reference} | "
+        phrase = {"on par": "is on par with"}.get(c.outcome, c.outcome)
+        out.write(f"| {c.benchmark} | {c.diff:+.2f} | {c.spread:.2f} | {c.method} {phrase} {c.reference} | "
                   f"{c.n_seeds} |\n")
     ours = {(r.benchmark, r.method): r for r in rows if r.source == "ours"}
     benchmarks = list(dict.fromkeys(r.benchmark for r in rows if r.source == "ours"))
