@@ -55,7 +55,7 @@ class _HookedLoader:
         return create(spec) if create is not None else None
 
     def exec_module(self, module) -> None:  # noqa: ANN001
-        try:
+        try:  # imported here: this module is stdlib only (it runs at interpreter start, from the .pth file)
             from libmtl_repmtl.libmtl import compat
 
             compat.apply_pre_import_patches()
@@ -69,7 +69,7 @@ class _HookedLoader:
             if clear is not None:
                 raise clear from exc
             raise
-        try:
+        try:  # imported here, as above, and only once LibMTL itself has loaded
             import libmtl_repmtl
 
             libmtl_repmtl.register()

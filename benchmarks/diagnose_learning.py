@@ -34,6 +34,7 @@ benchmarks") come from this script.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import sys
 import time
@@ -42,16 +43,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+import libmtl_repmtl.core.tsr as tsr_mod
 from libmtl_repmtl.benchmarks import get
 from libmtl_repmtl.core.config import RepMTLConfig
 from libmtl_repmtl.core.csa import csa_loss
 from libmtl_repmtl.core.objective import regularised_objective, repmtl_backward
 from libmtl_repmtl.core.saliency import stack_saliencies, task_objectives, task_saliencies
 from libmtl_repmtl.core.tsr import tsr_loss
+from libmtl_repmtl.libmtl.capabilities import resolve_architecture, resolve_weighting
 from libmtl_repmtl.models.small import MultiMNISTEncoder, multimnist_heads
-from libmtl_repmtl.training.experiment import weight_args_for
+from libmtl_repmtl.training.experiment import arch_args_for, weight_args_for
 from libmtl_repmtl.training.io import atomic_write_json
-from libmtl_repmtl.training.trainer import resolve_architecture, resolve_weighting
+from libmtl_repmtl.training.model import compose_model
 
 TASKS = ("left", "right")
 KEYS = {"tsr": "lambda_tsr", "csa": "lambda_csa", "tau": "tau", "log": "log_loss"}
@@ -103,8 +106,6 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
 def run(name: str, cfg0: RepMTLConfig, extra: dict[str, float], args: argparse.Namespace,
         data: dict[str, Any]) -> dict[str, Any]:
     """Train one setting; returns its summary and the logged records."""
-    import libmtl_repmtl.core.tsr as tsr_mod
-
     orig = tsr_mod.task_distribution
     floor = extra.get("floor", 0.0)
     if floor > 0:
@@ -245,22 +246,16 @@ def checks(seed: int = 0, batch_size: int = 64) -> dict[str, Any]:
     * ``fp32_vs_fp64``: the relative difference between the float32 and float64 parameter gradients of the
       default objective (and of TSR / CSA alone).
     """
-    import copy
-
     torch.manual_seed(seed)
     bench = get("multimnist")
     tasks = list(bench.tasks)
     opts = _options(batch_size, seed)
     x, y = next(iter(bench.dataloaders(tasks, opts)["train"]))
-    weighting = resolve_weighting("RepMTL")
-
-    class Model(resolve_architecture("RepHPS"), weighting):  # type: ignore[misc]
-        def __init__(self) -> None:
-            super().__init__(tasks, bench.encoder_class(opts), bench.decoders(tasks, opts), False, False,
-                             torch.device("cpu"))
-            self.init_param()
-
-    model = Model()
+    weighting, architecture = resolve_weighting("RepMTL"), resolve_architecture("RepHPS")
+    # the trainer's model, composed as MTLTrainer composes it
+    model = compose_model(weighting, architecture, bench.encoder_class(opts), bench.decoders(tasks, opts), tasks,
+                          rep_grad=False, multi_input=bench.multi_input, device=torch.device("cpu"),
+                          arch_args=arch_args_for(architecture))
     preds = model(x)
     model.backward(torch.stack([F.cross_entropy(preds[t], y[t]) for t in tasks]), **weight_args_for(weighting))
     via_weighting = [p.grad.clone() for p in model.parameters()]

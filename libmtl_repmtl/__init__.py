@@ -12,6 +12,8 @@ def register(*, strict: bool | None = None) -> dict[str, list[str]]:
     Idempotent; runs automatically when ``LibMTL`` is imported (unless ``LIBMTL_REPMTL_AUTOLOAD=0``).
     Returns kind -> registered plugin names. See :func:`libmtl_repmtl.libmtl.host.register`.
     """
+    # Here, not at the top: `import libmtl_repmtl` stays cheap and works where the LibMTL adapters cannot load
+    # (the autoload hook imports it to report a broken compatibility layer; `libmtl-repmtl --help`).
     from libmtl_repmtl.libmtl.host import register as _register
 
     return _register(strict=strict)

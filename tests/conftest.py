@@ -32,3 +32,23 @@ def tiny_digits(monkeypatch):
     small_data._CACHE.clear()
     yield
     small_data._CACHE.clear()
+
+
+@pytest.fixture
+def weighting_subclasses():
+    """User subclasses of LibMTL's weightings, built for each test: ``MyEW`` (of EW: loss weighting), ``MyMGDA``
+    (of MGDA: per-task gradients) and ``Declared`` (of MGDA, declaring ``ddp_compatible = True``)."""
+    import types
+
+    from libmtl_repmtl.libmtl.bases import LibMTL  # here, as above: after the session's environment variables
+
+    class MyEW(LibMTL.weighting.EW):
+        pass
+
+    class MyMGDA(LibMTL.weighting.MGDA):
+        pass
+
+    class Declared(LibMTL.weighting.MGDA):
+        ddp_compatible = True
+
+    return types.SimpleNamespace(MyEW=MyEW, MyMGDA=MyMGDA, Declared=Declared)

@@ -29,17 +29,9 @@ def test_libmtl_classes_are_judged_by_their_structure():
     assert not needs_rep(LibMTL.weighting.EW)
 
 
-def test_declarations_on_the_class_decide_and_are_inherited():
+def test_declarations_on_the_class_decide_and_are_inherited(weighting_subclasses):
     assert ddp_compatible(RepMTL) is True and needs_rep(RepMTL)
-
-    class MyEW(LibMTL.weighting.EW):
-        pass
-
-    class MyMGDA(LibMTL.weighting.MGDA):
-        pass
-
-    class Declared(LibMTL.weighting.MGDA):
-        ddp_compatible = True
+    MyEW, MyMGDA, Declared = weighting_subclasses.MyEW, weighting_subclasses.MyMGDA, weighting_subclasses.Declared
 
     class Plugin(LibMTL.weighting.abstract_weighting.AbsWeighting):
         def backward(self, losses, **kwargs):

@@ -279,27 +279,17 @@ def test_gradient_methods_are_refused_with_the_reason(name):
     assert name in msg and "per-task" in msg and "RepMTL" in msg and "single process" in msg
 
 
-def test_loss_weightings_and_classes_pass():
-    from libmtl_repmtl.libmtl.bases import LibMTL
+def test_loss_weightings_and_classes_pass(weighting_subclasses):
     from libmtl_repmtl.libmtl.weighting import RepMTL
 
     for name in ["EW", "UW", "DWA", "GLS", "RLW", "RepMTL"]:
         check_weighting_supports_ddp(name)
     check_weighting_supports_ddp(RepMTL)
 
-    class MyEW(LibMTL.weighting.EW):
-        pass
-
-    class MyMGDA(LibMTL.weighting.MGDA):
-        pass
-
-    class Declared(LibMTL.weighting.MGDA):
-        ddp_compatible = True
-
-    check_weighting_supports_ddp(MyEW)
-    check_weighting_supports_ddp(Declared)
+    check_weighting_supports_ddp(weighting_subclasses.MyEW)
+    check_weighting_supports_ddp(weighting_subclasses.Declared)
     with pytest.raises(ValueError, match="MyMGDA"):
-        check_weighting_supports_ddp(MyMGDA)
+        check_weighting_supports_ddp(weighting_subclasses.MyMGDA)
     with pytest.raises(ValueError, match="ddp_compatible = True"):
         check_weighting_supports_ddp("SomethingNew")
 

@@ -49,7 +49,8 @@ def _numbers(value: Any) -> list[float]:
 def _single_process_test_scores(data: Path, save: Path, weighting: str, arch: str) -> dict[str, Any]:
     """Rank 0's ``last.pt`` evaluated in this process on the whole test split."""
     from libmtl_repmtl.benchmarks import get as get_benchmark
-    from libmtl_repmtl.training.experiment import arch_args_for, resolve_architecture
+    from libmtl_repmtl.libmtl.capabilities import resolve_architecture
+    from libmtl_repmtl.training.experiment import arch_args_for
     from libmtl_repmtl.training.trainer import MTLTrainer
 
     spec = get_benchmark("nyuv2")

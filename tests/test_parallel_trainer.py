@@ -170,7 +170,8 @@ def spawned():
 
 def _single_process_scores(save: Path, weighting: str, arch: str) -> dict[str, Any]:
     """Rank 0's ``last.pt`` evaluated in this process on the whole val and test splits."""
-    from libmtl_repmtl.training.experiment import arch_args_for, resolve_architecture
+    from libmtl_repmtl.libmtl.capabilities import resolve_architecture
+    from libmtl_repmtl.training.experiment import arch_args_for
     from libmtl_repmtl.training.trainer import MTLTrainer
 
     spec = get(BENCH)
@@ -365,8 +366,9 @@ def test_single_process_float32_runs_keep_the_plain_trainer(tmp_path, monkeypatc
 def test_float16_grad_scaler_path_trains_and_checkpoints_the_scaler(tmp_path):
     """fp16 + GradScaler is CUDA's setting; the CPU stand-in (an explicit AmpConfig) runs the same trainer path:
     scaled_backward, scaler.step/update (overflowing steps skipped), the scaler's state in the checkpoints."""
+    from libmtl_repmtl.libmtl.capabilities import resolve_architecture
     from libmtl_repmtl.training.amp import AmpConfig
-    from libmtl_repmtl.training.experiment import ParallelMTLTrainer, arch_args_for, resolve_architecture
+    from libmtl_repmtl.training.experiment import ParallelMTLTrainer, arch_args_for
 
     spec = get(BENCH)
     opts = {**spec.defaults, "seed": 0}

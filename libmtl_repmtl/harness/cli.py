@@ -43,8 +43,8 @@ from libmtl_repmtl.harness.report import write_summary
 from libmtl_repmtl.harness.runs import is_complete
 from libmtl_repmtl.harness.selection_report import write_selection
 from libmtl_repmtl.harness.verdict import write_verdict
+from libmtl_repmtl.libmtl.capabilities import resolve_architecture, resolve_weighting
 from libmtl_repmtl.training.experiment import run_experiment
-from libmtl_repmtl.training.trainer import resolve_architecture, resolve_weighting
 
 
 def _parse_kv(items: Sequence[str], what: str) -> dict[str, str]:

@@ -11,11 +11,15 @@ The exit status is the script's (``sys.exit(n)``), 1 for an uncaught exception.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import runpy
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+import libmtl_repmtl
+from libmtl_repmtl.libmtl import host
 
 
 def run_script(script: str | os.PathLike[str], args: Sequence[str] = (), *, chdir: bool = False) -> int:
@@ -30,8 +34,6 @@ def run_script(script: str | os.PathLike[str], args: Sequence[str] = (), *, chdi
     path = Path(script)
     if not path.exists():
         raise FileNotFoundError(f"no such script: {str(script)!r}")
-    import libmtl_repmtl
-
     libmtl_repmtl.register()
     folder = str(path.resolve().parent if path.is_file() else path.resolve())
     saved_argv, saved_path, saved_cwd = sys.argv[:], sys.path[:], os.getcwd()
@@ -52,8 +54,6 @@ def run_script(script: str | os.PathLike[str], args: Sequence[str] = (), *, chdi
 
 def run_module(module: str, args: Sequence[str] = ()) -> int:
     """Register the plugins, then run ``module`` like ``python -m module args...``. Returns the exit status."""
-    import libmtl_repmtl
-
     libmtl_repmtl.register()
     saved_argv, saved_path = sys.argv[:], sys.path[:]
     sys.argv = [module, *args]
@@ -125,13 +125,8 @@ def list_main(argv: Sequence[str] | None = None) -> int:
                                      description="List LibMTL's weightings and architectures, plugins included.")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     ns = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    import libmtl_repmtl
-    from libmtl_repmtl.libmtl import host
-
     libmtl_repmtl.register()
     if ns.json:
-        import json
-
         out = {"available": host.available(),
                "plugins": [{"kind": p.kind, "name": p.name, "entry_point": p.value, "distribution": p.distribution}
                            for p in host.plugins()]}

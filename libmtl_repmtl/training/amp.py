@@ -48,6 +48,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from libmtl_repmtl.core.objective import NonFiniteLossError
+
 _DTYPES = {"fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
            "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 _PATCH_LOCK = threading.Lock()
@@ -201,8 +203,6 @@ def scaled_backward(model: nn.Module, losses: Tensor, scaler: torch.amp.GradScal
     """
     if scaler is None or not scaler.is_enabled():
         return model.backward(losses, **weight_args)
-    from libmtl_repmtl.core.objective import NonFiniteLossError
-
     scale = scaler.scale(torch.ones((), device=losses.device, dtype=torch.float32))  # initialises the scale
     try:
         with scale_backward_roots(scale.detach()):

@@ -1,22 +1,21 @@
 """Collectives of a torchrun job: sums, gathers, metric merges, agreement, and writes done by rank 0.
 
 Every function is the identity (or a no-op) in a single process, so callers use them unconditionally.
-``env`` is a :class:`~libmtl_repmtl.training.distributed.DistEnv`. A metric class says which of its
+``env`` is a :class:`~libmtl_repmtl.training.dist_env.DistEnv`. A metric class says which of its
 attributes are epoch sums (class attribute ``ddp_sum_attrs``; :mod:`libmtl_repmtl.tasks.metrics`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from libmtl_repmtl.training.distributed import DistEnv
+from libmtl_repmtl.training.dist_env import DistEnv
 
 T = TypeVar("T")
 

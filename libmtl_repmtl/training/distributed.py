@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -37,6 +36,8 @@ from libmtl_repmtl.training.collectives import (
     reduce_sums,
     run_on_main,
 )
+from libmtl_repmtl.training.device import resolve_device
+from libmtl_repmtl.training.dist_env import DistEnv
 from libmtl_repmtl.training.sharding import (
     ShardSampler,
     make_eval_sampler,
@@ -47,35 +48,6 @@ from libmtl_repmtl.training.sharding import (
 
 
 # ---------------------------------------------------------------------------------------------- environment
-@dataclass(frozen=True)
-class DistEnv:
-    """Where this process sits in the job.
-
-    Attributes:
-        rank: global rank (0 .. world_size - 1).
-        local_rank: rank on this machine (selects the CUDA device).
-        world_size: number of processes (1: not distributed).
-        device: the device this process trains on.
-        backend: ``"nccl"``/``"gloo"`` when a process group is in use, else ``None``.
-    """
-
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    backend: str | None = None
-
-    @property
-    def is_main(self) -> bool:
-        """Rank 0: the process that writes files and prints."""
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        """More than one process, with an initialised process group."""
-        return self.world_size > 1 and dist.is_available() and dist.is_initialized()
-
-
 def _env_int(name: str, default: int | None) -> int:
     raw = os.environ.get(name)
     if raw is None:
@@ -89,45 +61,47 @@ def _env_int(name: str, default: int | None) -> int:
         raise RuntimeError(f"environment variable {name}={raw!r} is not an integer") from None
 
 
+def _process_device(device: str | torch.device, world: int, local_rank: int) -> torch.device:
+    """This process's device: the one resolver's answer, ``cuda:LOCAL_RANK`` under torchrun with several
+    processes; a CUDA device becomes the current one."""
+    if world > 1 and ":" in str(device):
+        raise RuntimeError(f"--device {device} names one GPU, but torchrun started {world} processes; use "
+                           "--device cuda (each process takes cuda:LOCAL_RANK)")
+    dev = resolve_device(device)
+    if dev.type != "cuda":
+        return dev
+    if world > 1:
+        if local_rank >= torch.cuda.device_count():
+            raise RuntimeError(f"LOCAL_RANK {local_rank} needs cuda:{local_rank} but only "
+                               f"{torch.cuda.device_count()} CUDA device(s) are visible; lower --nproc_per_node")
+        dev = torch.device("cuda", local_rank)
+    torch.cuda.set_device(dev)
+    return dev
+
+
 def init_from_env(backend: str | None = None, device: str | torch.device = "auto") -> DistEnv:
     """Read torchrun's environment and initialise the default process group when ``WORLD_SIZE > 1``.
 
     Args:
         backend: ``"nccl"``, ``"gloo"`` or ``None`` (nccl when training on CUDA, gloo on the CPU).
-        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``. On CUDA each process takes device
-            ``cuda:LOCAL_RANK`` (an explicit ``cuda:N`` is refused under torchrun with several processes).
+        device: as :func:`~libmtl_repmtl.training.device.resolve_device` (``"auto"``, ``"cpu"``, ``"cuda"``,
+            ``"cuda:N"``). Under torchrun with several processes each takes ``cuda:LOCAL_RANK`` on CUDA (an
+            explicit ``cuda:N`` is refused there).
 
     Returns:
         The :class:`DistEnv`. Without torchrun's variables (or with ``WORLD_SIZE=1``): rank 0 of 1, no group.
 
     Raises:
-        RuntimeError: inconsistent variables (rank outside the world, missing MASTER_ADDR/PORT), CUDA requested
-            but unavailable, fewer CUDA devices than local ranks, or nccl requested for CPU training.
+        ValueError: the device request cannot be met (unknown, CUDA unavailable, no such CUDA device).
+        RuntimeError: inconsistent variables (rank outside the world, missing MASTER_ADDR/PORT), ``cuda:N``
+            with several processes, fewer CUDA devices than local ranks, or nccl requested for CPU training.
     """
     world = _env_int("WORLD_SIZE", 1)
     rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", rank if world > 1 else 0)
     if world < 1 or not 0 <= rank < world:
         raise RuntimeError(f"bad torchrun environment: RANK={rank}, WORLD_SIZE={world} (need 0 <= RANK < WORLD_SIZE)")
-    spec = str(device).strip().lower()
-    use_cuda = torch.cuda.is_available() if spec == "auto" else spec.startswith("cuda")
-    if use_cuda:
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"device {device!r} requested but CUDA is not available; use --device cpu")
-        if world > 1 and ":" in spec:
-            raise RuntimeError(f"--device {device} names one GPU, but torchrun started {world} processes; use "
-                               "--device cuda (each process takes cuda:LOCAL_RANK)")
-        if world > 1 or spec in ("auto", "cuda"):
-            index = local_rank if world > 1 else 0
-        else:
-            index = torch.device(spec).index or 0
-        if index >= torch.cuda.device_count():
-            raise RuntimeError(f"LOCAL_RANK {local_rank} needs cuda:{index} but only {torch.cuda.device_count()} "
-                               "CUDA device(s) are visible; lower --nproc_per_node")
-        torch.cuda.set_device(index)
-        dev = torch.device("cuda", index)
-    else:
-        dev = torch.device("cpu")
+    dev = _process_device(device, world, local_rank)
     if world == 1:
         return DistEnv(0, 0, 1, dev, None)
     chosen = backend or ("nccl" if dev.type == "cuda" else "gloo")

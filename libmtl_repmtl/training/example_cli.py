@@ -33,8 +33,7 @@ from typing import Any
 
 import libmtl_repmtl
 
-if hasattr(libmtl_repmtl, "register"):
-    libmtl_repmtl.register()
+libmtl_repmtl.register()  # the plugin flags join LibMTL.config before this module builds its parser
 
 from libmtl_repmtl.benchmarks import BenchmarkSetupError, get  # noqa: E402
 from libmtl_repmtl.data.office import OFFICE_DOMAINS  # noqa: E402

@@ -4,19 +4,18 @@
 * :func:`make_eval_sampler` / :class:`ShardSampler` (evaluation: every sample scored once over all ranks);
 * :func:`shard_loader`: a benchmark's ordinary loaders re-built on those samplers.
 
-``env`` is a :class:`~libmtl_repmtl.training.distributed.DistEnv`.
+``env`` is a :class:`~libmtl_repmtl.training.dist_env.DistEnv`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, RandomSampler, Sampler
 
-if TYPE_CHECKING:
-    from libmtl_repmtl.training.distributed import DistEnv
+from libmtl_repmtl.training.dist_env import DistEnv
 
 
 def make_sampler(dataset: Any, env: DistEnv, shuffle: bool = True, seed: int = 0,
