@@ -26,7 +26,7 @@ import torch.distributed as dist
 
 from libmtl_repmtl.benchmarks import Benchmark, get
 from libmtl_repmtl.libmtl.bases import LibMTL
-from libmtl_repmtl.libmtl.capabilities import resolve_architecture, resolve_weighting
+from libmtl_repmtl.libmtl.capabilities import resolve_architecture
 from libmtl_repmtl.training.amp import AmpConfig
 from libmtl_repmtl.training.deltap import validate_baseline
 from libmtl_repmtl.training.device import resolve_device
@@ -38,6 +38,7 @@ from libmtl_repmtl.training.distributed import (
     init_from_env,
 )
 from libmtl_repmtl.training.precision import precision_for
+from libmtl_repmtl.training.protocols import trainable_weighting
 from libmtl_repmtl.training.strategy import strategy_for
 from libmtl_repmtl.training.trainer import MTLTrainer
 
@@ -266,7 +267,7 @@ def run_experiment(benchmark: str, weighting: str | type, arch: str | type, data
     if unknown:
         raise ValueError(f"{spec.name}: unknown task(s) {unknown}; tasks are {list(spec.tasks)}")
 
-    wcls, acls = resolve_weighting(weighting), resolve_architecture(arch)
+    wcls, acls = trainable_weighting(weighting), resolve_architecture(arch)
     wargs = weight_args_for(wcls, params, weight_args)
     aargs = arch_args_for(acls, params, arch_args)
     env, owned = _join_torchrun(wcls, dist_backend, device)

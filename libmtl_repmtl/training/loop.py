@@ -54,6 +54,7 @@ class EpochLoop:
     _train_cursors: list[LoaderCursor]
     _where: str
     _batch_desc: str
+    _last_batch: Any = None  # the step's last training batch: (inputs, targets), or task -> that (multi-input)
 
     # hooks the trainer defines
     def _prepare_dataloaders(self, dataloaders: Any, train: bool = False) -> tuple[Any, Any]:
@@ -171,10 +172,13 @@ class EpochLoop:
             with batch_context(self._where, lambda: self._batch_desc):
                 return self.forward_losses(train_loader)
 
+        self._last_batch = None
         step = StepContext(self.model, self.optimizer, self.kwargs["weight_args"], epoch, batch_index, forward,
                            lambda losses: self.check_losses(losses, epoch, batch_index),
-                           lambda losses, weight_args: self.backward_and_step(losses, weight_args))
+                           lambda losses, weight_args: self.backward_and_step(losses, weight_args),
+                           self.recompute_losses)
         losses, w = self.step_protocol(step)
+        self._last_batch = None
         if w is not None:
             if torch.is_tensor(w):
                 w = w.detach().cpu().numpy()
@@ -185,20 +189,39 @@ class EpochLoop:
         return losses.detach()
 
     def forward_losses(self, train_loader: Any) -> torch.Tensor:
-        """Forward pass of one training batch (all tasks); updates the meter. Returns the ``(T,)`` losses."""
+        """Forward pass of one training batch (all tasks); updates the meter and keeps the batch for
+        :meth:`recompute_losses`. Returns the ``(T,)`` losses."""
         if not self.multi_input:
             inputs, gts = self._process_data(train_loader)
+            self._last_batch = (inputs, gts)
             preds = self.process_preds(self.train_forward(inputs))
             losses = self._compute_loss(preds, gts)
             self.meter.update(preds, gts)
             return losses
-        out = []
+        out, batches = [], {}
         for task in self.task_name:
             inputs, gt = self._process_data(train_loader[task])
+            batches[task] = (inputs, gt)
             pred = self.process_preds(self.train_forward(inputs, task)[task], task)
             out.append(self._compute_loss(pred, gt, task))
             self.meter.update(pred, gt, task)
+        self._last_batch = batches
         return torch.stack(out)
+
+    @torch.no_grad()
+    def recompute_losses(self) -> torch.Tensor:
+        """The ``(T,)`` losses of the last batch :meth:`forward_losses` drew in this step, by the current model,
+        without gradient; neither the meter nor the loss records change (a step protocol's update after the
+        optimiser step, e.g. FAMO's ``update_w``)."""
+        if self._last_batch is None:
+            raise RuntimeError("recompute_losses: no training batch was drawn in this step yet")
+        losses = self.meter.losses
+        if not self.multi_input:
+            inputs, gts = self._last_batch
+            preds = self.process_preds(self.train_forward(inputs))
+            return torch.stack([losses[t].compute_loss(preds[t], gts[t]) for t in self.task_name])
+        return torch.stack([losses[t].compute_loss(self.process_preds(self.train_forward(x, t)[t], t), y)
+                            for t, (x, y) in self._last_batch.items()])
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()

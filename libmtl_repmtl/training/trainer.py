@@ -61,7 +61,7 @@ from libmtl_repmtl.training.io import atomic_write_json, write_run_file
 from libmtl_repmtl.training.loop import STOP_ENV, EpochLoop
 from libmtl_repmtl.training.model import build_optimizer, compose_model, make_meter, peak_memory_kind, peak_memory_mb
 from libmtl_repmtl.training.precision import Precision
-from libmtl_repmtl.training.protocols import protocol_for
+from libmtl_repmtl.training.protocols import protocol_for, trainable_weighting
 from libmtl_repmtl.training.recorder import Recorder, SplitScores
 from libmtl_repmtl.training.results import RunResults
 from libmtl_repmtl.training.resume import LoaderCursor, cursors_of, next_batch
@@ -132,7 +132,7 @@ class MTLTrainer(EpochLoop, LibMTL.Trainer):
         self.resume = bool(resume)
         self.progress = progress
         self.verbose = bool(verbose)
-        self.weighting_class = resolve_weighting(weighting)
+        self.weighting_class = trainable_weighting(weighting)  # refuses the bilevel methods
         self.architecture_class = resolve_architecture(architecture)
         self.strategy = strategy if strategy is not None else Strategy()
         self.precision = precision if precision is not None else Precision()
