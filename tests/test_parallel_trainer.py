@@ -367,7 +367,7 @@ def test_float16_grad_scaler_path_trains_and_checkpoints_the_scaler(tmp_path):
     """fp16 + GradScaler is CUDA's setting; the CPU stand-in (an explicit AmpConfig) runs the same trainer path:
     scaled_backward, scaler.step/update (overflowing steps skipped), the scaler's state in the checkpoints."""
     from libmtl_repmtl.libmtl.capabilities import resolve_architecture
-    from libmtl_repmtl.training.amp import AmpConfig
+    from libmtl_repmtl.training.amp import AmpConfig, make_grad_scaler
     from libmtl_repmtl.training.experiment import ParallelMTLTrainer, arch_args_for
 
     spec = get(BENCH)
@@ -382,6 +382,9 @@ def test_float16_grad_scaler_path_trains_and_checkpoints_the_scaler(tmp_path):
 
     trainer = build()
     assert trainer.grad_scaler is not None and trainer.train_model is trainer.model  # one process: no wrapper
+    # A scale far above float16's range makes the first steps overflow, so the skip-and-lower path must run
+    # (how often a model overflows at the default 2**16 depends on the method's settings).
+    trainer.precision._scaler = make_grad_scaler(AmpConfig(True, "cpu", torch.float16, True), init_scale=2.0**40)
     loaders = spec.dataloaders(TASKS, opts)
     trainer.train(loaders["train"], loaders["test"], 2, val_dataloaders=loaders["val"])
     assert trainer.status == "complete"
@@ -389,7 +392,7 @@ def test_float16_grad_scaler_path_trains_and_checkpoints_the_scaler(tmp_path):
         assert _finite(epoch["train_loss"]) and math.isfinite(epoch["repmtl"]["total"])
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
     saved = torch.load(tmp_path / "last.pt", weights_only=False)["grad_scaler"]
-    assert saved["scale"] == trainer.grad_scaler.get_scale() < 2.0**16  # overflowing steps lowered the scale
+    assert saved["scale"] == trainer.grad_scaler.get_scale() < 2.0**40  # overflowing steps lowered the scale
     resumed = build()
     assert resumed.grad_scaler.get_scale() == 2.0**16
     resumed.resume = True
