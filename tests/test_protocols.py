@@ -6,13 +6,15 @@ LibMTL lacks it: LibMTL 1.1.5 has 12 of the git version's 23)."""
 from __future__ import annotations
 
 import math
+import random
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from libmtl_repmtl.libmtl import host
+from libmtl_repmtl.libmtl import flavour, host
 from libmtl_repmtl.libmtl.bases import LibMTL
 from libmtl_repmtl.libmtl.capabilities import needs_rep
 from libmtl_repmtl.training import protocols
@@ -197,3 +199,19 @@ def test_git_version_special_weightings_train_multi_input(name):
     assert draws == [host.protocol(name).loss_samples] * 3  # per task: k batches per step
     if name == "FAMO":
         assert not torch.allclose(tr.model.w.detach(), torch.zeros(len(TASKS)))
+
+
+def test_probing_a_weighting_leaves_the_random_state_alone() -> None:
+    """The first use of a weighting in a process probes it (cached); the run that asked has already seeded
+    its generators, so the probe must not shift them (else a method's first seed trains differently)."""
+    flavour._cached("protocols", flavour._protocols).pop("MGDA", None)
+    torch.manual_seed(3)
+    np.random.seed(3)
+    random.seed(3)
+    flavour.protocol("MGDA")
+    after = torch.rand(3), np.random.rand(3), random.random()
+    torch.manual_seed(3)
+    np.random.seed(3)
+    random.seed(3)
+    assert torch.equal(after[0], torch.rand(3)) and np.array_equal(after[1], np.random.rand(3))
+    assert after[2] == random.random()

@@ -23,9 +23,13 @@ import argparse
 import contextlib
 import copy
 import io
+import random
 import sys
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
+import torch
 
 from libmtl_repmtl.libmtl import compat
 
@@ -278,6 +282,19 @@ def _protocols(config: Any) -> dict[str, WeightingProtocol]:
     return {}
 
 
+@contextlib.contextmanager
+def _random_state_kept() -> Any:
+    """Restore torch's CPU, numpy's and Python's random states afterwards: probing a weighting (a stub step)
+    must not shift the draws of the run that asked, whose seed is already set."""
+    states = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    try:
+        yield
+    finally:
+        torch.set_rng_state(states[0])
+        np.random.set_state(states[1])
+        random.setstate(states[2])
+
+
 def protocol(name: str) -> WeightingProtocol:
     """How LibMTL's ``Trainer`` drives the weighting ``name`` (built-in or plugin), probed once and cached.
 
@@ -287,6 +304,12 @@ def protocol(name: str) -> WeightingProtocol:
     table: dict[str, WeightingProtocol] = _cached("protocols", _protocols)
     if name in table:
         return table[name]
+    with _random_state_kept():
+        table[name] = _probe_protocol(name)
+    return table[name]
+
+
+def _probe_protocol(name: str) -> WeightingProtocol:
     config = _config()
     weighting_mod = sys.modules["LibMTL.weighting"]
     cls = vars(weighting_mod).get(name)
@@ -308,7 +331,6 @@ def protocol(name: str) -> WeightingProtocol:
     else:
         found = WeightingProtocol(name, False, name, weight_args=weight_args,
                                   note="accepted by prepare_args but not a weighting class")
-    table[name] = found
     return found
 
 
