@@ -123,7 +123,7 @@ def several_samples(k: int) -> StepProtocol:
         return stacked.detach().mean(0), step.backward_and_step(stacked)
 
     protocol.__name__ = protocol.__qualname__ = f"several_samples_{k}"
-    protocol.loss_samples = k  # type: ignore[attr-defined]
+    protocol.loss_samples = k  # read by tests and docs: how many batches a step draws
     return protocol
 
 
@@ -146,7 +146,7 @@ def then_update(base: StepProtocol, method: str) -> StepProtocol:
         return losses, weights
 
     protocol.__name__ = protocol.__qualname__ = f"{getattr(base, '__name__', 'protocol')}_then_{method}"
-    protocol.update_after_step = method  # type: ignore[attr-defined]
+    protocol.update_after_step = method  # read by tests and docs: the update after the step
     return protocol
 
 
