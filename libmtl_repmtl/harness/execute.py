@@ -1,6 +1,7 @@
 """Running a planned grid: every incomplete run through :func:`libmtl_repmtl.training.run_experiment` (the one
 training path), sequentially; a failing run is recorded, not fatal. Finished runs are skipped, interrupted ones
-resumed from their ``last.pt``."""
+resumed from their ``last.pt``. Each run's peak memory is its own (the trainer measures it from the start of its
+training: :mod:`libmtl_repmtl.training.memory`), although the runs share this process."""
 
 from __future__ import annotations
 
@@ -16,17 +17,6 @@ from libmtl_repmtl.training.experiment import run_experiment
 from libmtl_repmtl.training.io import atomic_write_text
 
 Runner = Callable[..., Any]
-
-
-def reset_peak_rss() -> bool:
-    """Reset the process's peak-RSS mark (Linux ``/proc/self/clear_refs``), so that the trainer's peak memory
-    of a CPU run is this run's, not the process's so far. Returns False where unsupported."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 @dataclass
@@ -47,7 +37,6 @@ def _run_one(run: RunSpec, runner: Runner, dataset_path: str | None, device: str
     if (run.save_path / "last.pt").exists():
         extra["resume"] = True  # an interrupted run continues from its last epoch
         log("    resuming from last.pt")
-    reset_peak_rss()
     t0 = time.perf_counter()
     try:
         runner(run.benchmark, run.weighting, run.arch, dataset_path, str(run.save_path), device=device,
@@ -80,4 +69,4 @@ def execute(grid: Sequence[RunSpec], dataset_paths: Mapping[str, str | None] | N
     return outcomes
 
 
-__all__ = ["Outcome", "Runner", "execute", "reset_peak_rss"]
+__all__ = ["Outcome", "Runner", "execute"]

@@ -41,6 +41,7 @@ class SummaryRow:
     peak_memory_mb: MeanStd | None
     baseline: str = ""
     note: str = ""
+    peak_memory_kinds: tuple[str, ...] = ()  # what peak_memory_mb measures (the runs' results.json)
 
 
 def delta_p(metrics: Mapping[str, Mapping[str, float]], baseline: Mapping[str, Mapping[str, float]],
@@ -110,7 +111,8 @@ def _ours(benchmark: str, method: str, seeds: Mapping[int, Any], mode: str,
         dpt, dpm = _mean_std(r.delta_p_task for r in recs), _mean_std(r.delta_p_metric for r in recs)
     return SummaryRow(benchmark, method, "ours", len(recs), metrics, dpt, dpm,
                       _mean_std(r.seconds_per_epoch for r in recs), _mean_std(r.peak_memory_mb for r in recs),
-                      baseline="spec STL" if mode == "spec" else "our STL (mean over seeds)", note=note)
+                      baseline="spec STL" if mode == "spec" else "our STL (mean over seeds)", note=note,
+                      peak_memory_kinds=tuple(sorted({r.peak_memory_kind for r in recs if r.peak_memory_kind})))
 
 
 def summarise(records: Records, baseline: str = "auto",
@@ -164,7 +166,8 @@ def method_settings(method: str) -> str:
         return f"one {spec.weighting} / {spec.arch} run per task, each training only that task"
     if spec.settings:
         return f"weighting {spec.weighting}, architecture {spec.arch}, {spec.settings}"
-    return f"weighting {spec.weighting}, architecture {spec.arch}, LibMTL's default settings"
+    rep = " with rep_grad (it reads the representation's gradients)" if spec.rep_grad else ""
+    return f"weighting {spec.weighting}, architecture {spec.arch}{rep}, LibMTL's default settings"
 
 
 def _table(out: io.StringIO, brows: Sequence[SummaryRow]) -> None:
@@ -183,6 +186,16 @@ def _table(out: io.StringIO, brows: Sequence[SummaryRow]) -> None:
     out.write("\n")
 
 
+def _memory_note(ours: Sequence[SummaryRow]) -> str:
+    kinds = sorted({k for r in ours for k in r.peak_memory_kinds})
+    return ("Peak MiB: each run's own peak memory during its training over what was in memory when its training "
+            "started (gradients, optimiser state, activations, the weighting's buffers, batches; not the model's "
+            "parameters, the data already loaded or the process itself, the same for every method), measured in "
+            "the run even where the runs share a process (on the CPU the first run of a process also counts the "
+            "code and buffers first used then); STL: the largest of its per-task runs. Measured as "
+            + ("; ".join(f"*{k}*" for k in kinds) if kinds else "*not recorded*") + ".")
+
+
 def render_markdown(rows: Sequence[SummaryRow], header: str = "", problems: Sequence[str] = ()) -> str:
     """The summary as Markdown: one table per benchmark, published rows marked."""
     out = io.StringIO()
@@ -195,6 +208,7 @@ def render_markdown(rows: Sequence[SummaryRow], header: str = "", problems: Sequ
               "single-task baseline named per table; higher is better.")
     if any(r.source == "published" for r in rows):
         out.write(" Rows marked *published* are the Rep-MTL paper's Δp_task (mean of 3 runs), not ours.")
+    out.write("\n\n" + _memory_note(ours))
     out.write("\n\n## Methods\n\n")
     for m in dict.fromkeys(r.method for r in ours):
         out.write(f"- `{m}`: {method_settings(m)}\n")

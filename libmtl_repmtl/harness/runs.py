@@ -24,7 +24,8 @@ class RunRecord:
         higher_better: task -> metric -> True when higher is better.
         delta_p_task, delta_p_metric: the trainer's Δp against the benchmark's baseline, if any.
         seconds_per_epoch: mean training seconds per epoch.
-        peak_memory_mb: the run's peak memory in MiB (as the trainer measured it).
+        peak_memory_mb: the run's own peak memory in MiB (as the trainer measured it).
+        peak_memory_kind: what ``peak_memory_mb`` measures (results.json's ``peak_memory_kind``).
     """
 
     metrics: dict[str, dict[str, float]]
@@ -33,6 +34,7 @@ class RunRecord:
     delta_p_metric: float | None = None
     seconds_per_epoch: float | None = None
     peak_memory_mb: float | None = None
+    peak_memory_kind: str = ""
 
 
 def is_complete(save_path: Path, epochs: int | None = None) -> bool:
@@ -57,11 +59,13 @@ def read_run(save_path: Path) -> RunRecord:
                for t, ms in test.items()}
     dp = res.delta_p_best
     return RunRecord(metrics, {t: dict(ms) for t, ms in res.higher_better.items()},
-                     dp.task if dp else None, dp.metric if dp else None, res.seconds_per_epoch, res.peak_memory_mb)
+                     dp.task if dp else None, dp.metric if dp else None, res.seconds_per_epoch, res.peak_memory_mb,
+                     res.peak_memory_kind)
 
 
 def _merge_single_task(records: Sequence[RunRecord]) -> RunRecord:
-    """Combine one seed's single-task runs into one record (cost: sum of the runs' time per epoch)."""
+    """Combine one seed's single-task runs into one record (cost: sum of the runs' time per epoch, the largest
+    of their peak memories)."""
     metrics: dict[str, dict[str, float]] = {}
     higher: dict[str, dict[str, bool]] = {}
     for r in records:
@@ -71,7 +75,7 @@ def _merge_single_task(records: Sequence[RunRecord]) -> RunRecord:
     mems = [r.peak_memory_mb for r in records if r.peak_memory_mb is not None]
     return RunRecord(metrics, higher, None, None,
                      float(sum(s for s in secs if s is not None)) if all(s is not None for s in secs) else None,
-                     max(mems) if mems else None)
+                     max(mems) if mems else None, next((r.peak_memory_kind for r in records), ""))
 
 
 def collect(grid: Sequence[RunSpec]) -> tuple[Records, list[str]]:

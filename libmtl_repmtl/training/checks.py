@@ -9,7 +9,8 @@ these checks are the trainer's last line for any dataset (custom ones, augmentat
   ``ignore_index`` allowed) raised before the loss (on CUDA an out-of-range label is a device-side assert that
   kills the process), and any other failure of a task's loss (wrong target shape or dtype) re-raised with the
   task, the step and the shapes;
-* :func:`check_nonempty`: an evaluation split without a batch;
+* :func:`check_nonempty`: an evaluation split without a batch; :func:`check_train_batches`: training data
+  without a batch (fewer items than the batch size: incomplete training batches are dropped);
 * :func:`batch_context`: adds the step to other errors raised while a batch is processed (e.g. the encoder
   refusing an input of the wrong shape), as an exception note (Python 3.11+).
 
@@ -144,6 +145,23 @@ def check_nonempty(loaders: Any, split: str, tasks: Sequence[str], multi_input: 
                              "folder and split lists) or smaller than the batch size with drop_last")
 
 
+def _size(loader: Any) -> str:
+    n, bs = getattr(getattr(loader, "dataset", None), "__len__", None), getattr(loader, "batch_size", None)
+    return f"{n()} item(s) at batch size {bs}" if callable(n) and bs is not None else "no batch"
+
+
+def check_train_batches(loaders: Any, tasks: Sequence[str], multi_input: bool) -> None:
+    """Raise :class:`BatchDataError` when the training loader (or a task's, multi-input) yields no batch, naming
+    its size and batch size and the fix."""
+    items = [(t, loaders[t]) for t in tasks] if multi_input else [("", loaders)]
+    empty = [f"{t + ': ' if t else ''}{_size(ld)}" for t, ld in items if batches_per_pass(ld) == 0]
+    if empty:
+        raise BatchDataError(
+            f"the training data yield no batch ({'; '.join(empty)}; incomplete training batches are dropped): "
+            "lower the training batch size (--train_bs; Office: --bs; the harness: --option batch_size=N) or use "
+            "more data")
+
+
 def add_context(exc: BaseException, text: str) -> None:
     """Attach ``text`` to ``exc`` as a note (shown with the traceback; Python 3.11+, else nothing)."""
     note = getattr(exc, "add_note", None)
@@ -166,4 +184,4 @@ def batch_context(where: str, detail: str | Callable[[], str] | None = None) -> 
 
 
 __all__ = ["BatchDataError", "TORCH_IGNORE_INDEX", "add_context", "batch_context", "check_class_labels",
-           "check_finite_batch", "check_nonempty", "describe", "ignore_index_of", "task_loss"]
+           "check_finite_batch", "check_nonempty", "check_train_batches", "describe", "ignore_index_of", "task_loss"]

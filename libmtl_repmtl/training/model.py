@@ -4,8 +4,9 @@
   composes it, with the shared parameters' gradients pre-allocated (LibMTL's weightings write into
   ``param.grad.data``) and kept allocated by ``zero_grad_share_params``;
 * :func:`build_optimizer`: optimiser and scheduler from LibMTL-style parameter dicts;
-* :func:`make_meter`: LibMTL's ``_PerformanceMeter`` (its construction banner silenced unless ``verbose``);
-* :func:`peak_memory_mb` / :func:`peak_memory_kind`: the run's peak memory and what it measures.
+* :func:`make_meter`: LibMTL's ``_PerformanceMeter`` (its construction banner silenced unless ``verbose``).
+
+The run's peak memory: :mod:`~libmtl_repmtl.training.memory`.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
-import resource
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -100,20 +99,4 @@ def make_meter(task_dict: Mapping[str, Any], multi_input: bool, verbose: bool) -
         return _PerformanceMeter(task_dict, multi_input)
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """CUDA: ``torch.cuda.max_memory_allocated`` of the device; CPU: the process's peak RSS (MiB)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 1024.0
-
-
-def peak_memory_kind(device: torch.device) -> str:
-    """What :func:`peak_memory_mb` measures."""
-    if device.type == "cuda":
-        return "cuda max_memory_allocated (MiB)"
-    return "CPU process peak RSS via resource.getrusage (MiB)"
-
-
-__all__ = ["OPTIMIZERS", "SCHEDULERS", "build_optimizer", "compose_model", "make_meter", "peak_memory_kind",
-           "peak_memory_mb"]
+__all__ = ["OPTIMIZERS", "SCHEDULERS", "build_optimizer", "compose_model", "make_meter"]

@@ -55,11 +55,12 @@ from libmtl_repmtl.core.objective import NonFiniteLossError as _CoreNonFiniteLos
 from libmtl_repmtl.libmtl.bases import LibMTL
 from libmtl_repmtl.libmtl.capabilities import resolve_architecture, resolve_weighting
 from libmtl_repmtl.training.checkpoint import Checkpointer, RunIdentity
-from libmtl_repmtl.training.checks import check_finite_batch, check_nonempty, describe, task_loss
+from libmtl_repmtl.training.checks import check_finite_batch, check_nonempty, check_train_batches, describe, task_loss
 from libmtl_repmtl.training.device import resolve_device
 from libmtl_repmtl.training.io import atomic_write_json, write_run_file
 from libmtl_repmtl.training.loop import STOP_ENV, EpochLoop
-from libmtl_repmtl.training.model import build_optimizer, compose_model, make_meter, peak_memory_kind, peak_memory_mb
+from libmtl_repmtl.training.memory import PeakMemory
+from libmtl_repmtl.training.model import build_optimizer, compose_model, make_meter
 from libmtl_repmtl.training.precision import Precision
 from libmtl_repmtl.training.protocols import protocol_for
 from libmtl_repmtl.training.recorder import Recorder, SplitScores
@@ -143,6 +144,7 @@ class MTLTrainer(EpochLoop, LibMTL.Trainer):
                                    device=self.device, arch_args=self.kwargs["arch_args"], verbose=self.verbose)
         self.optimizer, self.scheduler = build_optimizer(self.model, optim_param, scheduler_param)
         self.meter = make_meter(self.task_dict, self.multi_input, self.verbose)
+        self.memory = PeakMemory(self.device)  # started by train(): the run's own peak (training/memory.py)
         # The module training forwards go through (the DDP wrapper, or the model): not a sub-module of the trainer.
         self.train_model = self.strategy.setup(self.model, self.device, self.weighting_class,
                                                self.kwargs["weight_args"])
@@ -300,12 +302,11 @@ class MTLTrainer(EpochLoop, LibMTL.Trainer):
         train_loader, train_batch = self._prepare_dataloaders(train_dataloaders, train=True)
         self._train_cursors = cursors_of(train_loader)
         train_batch = max(train_batch) if self.multi_input else train_batch
-        if train_batch == 0 or (self.multi_input and min(len(train_dataloaders[t]) for t in self.task_name) == 0):
-            raise ValueError("the training data yield no batch (fewer items than the training batch size, and "
-                             "incomplete batches are dropped): lower --train_bs or use more data")
+        check_train_batches(train_dataloaders, self.task_name, self.multi_input)
         check_nonempty(test_dataloaders, "test", self.task_name, self.multi_input)
         if val_dataloaders is not None:
             check_nonempty(val_dataloaders, "val", self.task_name, self.multi_input)
+        self.memory.start()
         self.start_training(int(epochs), int(train_batch))
         self.run_epochs(train_loader, train_batch, test_dataloaders, val_dataloaders)
         if self.verbose and self.best_epoch is not None:
@@ -314,8 +315,7 @@ class MTLTrainer(EpochLoop, LibMTL.Trainer):
         return self.batch_weight if return_weight else None
 
     def start_training(self, epochs: int, train_batch: int) -> None:
-        """Hook: allocate the loss/weight buffers and, with ``resume``, restore ``save_path/last.pt`` (every
-        rank reads it)."""
+        """Hook: allocate the buffers; with ``resume``, restore ``save_path/last.pt`` (every rank reads it)."""
         self.epochs_total = epochs
         self.batch_weight = np.zeros([self.task_num, epochs, train_batch])
         self.model.train_loss_buffer = np.zeros([self.task_num, epochs])
@@ -341,7 +341,7 @@ class MTLTrainer(EpochLoop, LibMTL.Trainer):
             print(f"Epoch: {epoch:04d} | Δp vs single-task baseline: " + " | ".join(parts), flush=True)
         if self.scheduler is not None:
             self.scheduler.step()
-        record["peak_memory_mb"] = peak_memory_mb(self.device)
+        record["peak_memory_mb"] = self.memory.peak_mb()
         self.status = "complete" if epoch + 1 >= (self.epochs_total or 0) else "running"
         if self.checkpointer.writes and self.save_path is not None:
             write_run_file(self.save_path / "results.json", lambda p: self.write_results(),
@@ -377,7 +377,7 @@ class MTLTrainer(EpochLoop, LibMTL.Trainer):
         return self.recorder.run_results(
             status=self.status, error=self.error, config=self.config, weighting=self.weighting_class.__name__,
             arch=self.architecture_class.__name__, device=str(self.device), epochs_total=self.epochs_total,
-            peak_memory_mb=peak_memory_mb(self.device), peak_memory_kind=peak_memory_kind(self.device))
+            peak_memory_mb=self.memory.peak_mb(), peak_memory_kind=self.memory.kind)
 
     def write_results(self) -> dict[str, Any]:
         """Write ``save_path/results.json`` atomically (rank 0); returns the results dict."""
