@@ -9,8 +9,11 @@ Methods: any LibMTL weighting (``EW``, ``UW``, ``MGDA``, ...; architecture ``HPS
 ``libmtl_repmtl.core.presets`` (architecture ``RepHPS``): ``RepMTL`` (the defaults), ``RepMTL-paper`` (the
 paper's literal numbers), the ablations ``RepMTL-CSA`` / ``RepMTL-TSR``, ``logEW`` (both terms off) and
 ``RepMTL-small`` (both lambdas 0.1, ``tau = 1``), each optionally with inline settings
-(``"RepMTL[lambda_tsr=0.1,tau=1]"``: its own folder and table row, named by its canonical label), and ``STL``
-(single-task runs). Every method is parsed and checked before anything runs.
+(``"RepMTL[lambda_tsr=0.1,tau=1]"``: its own folder and table row, named by its canonical label), ``STL``
+(single-task runs) and ``all``: every weighting the installed LibMTL and the plugins have (asked through the plugin
+host; the git version's bilevel methods, which have no weighting class, are left out and the command says so).
+The ``paper`` suite adds DB_MTL, Nash_MTL, FairGrad, Aligned_MTL and STCH where the installed LibMTL has them.
+Every method is parsed and checked before anything runs.
 
 Outputs (written atomically): ``OUT/summary.md``, ``OUT/summary.csv`` (per benchmark and method: mean +- std
 over seeds of every test metric at the best epoch, Δp_task, Δp_metric, seconds per epoch, peak memory,
@@ -37,8 +40,8 @@ from typing import Any
 from libmtl_repmtl.benchmarks import UnknownBenchmarkError, get
 from libmtl_repmtl.core.presets import PRESETS
 from libmtl_repmtl.harness.execute import Runner, execute
-from libmtl_repmtl.harness.methods import method_specs
-from libmtl_repmtl.harness.plan import SUITES, RunSpec, plan_grid
+from libmtl_repmtl.harness.methods import ALL, all_weightings, left_out_of_all, method_specs
+from libmtl_repmtl.harness.plan import SUITES, RunSpec, plan_grid, suite_methods
 from libmtl_repmtl.harness.report import write_summary
 from libmtl_repmtl.harness.runs import is_complete
 from libmtl_repmtl.harness.selection_report import write_selection
@@ -81,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmarks", nargs="+", help="benchmark names (e.g. multimnist digits nyuv2)")
     p.add_argument("--methods", nargs="+",
                    help=f"LibMTL weightings (EW, MGDA, ...), Rep-MTL presets ({', '.join(PRESETS)}), a preset with "
-                        "inline settings (quoted: \"RepMTL[lambda_tsr=0.1,tau=1]\"), STL (single-task runs)")
+                        "inline settings (quoted: \"RepMTL[lambda_tsr=0.1,tau=1]\"), STL (single-task runs), all "
+                        "(every weighting the installed LibMTL and plugins have)")
     p.add_argument("--methods-from", "--methods_from", metavar="FILE",
                    help="read further methods from FILE, one per line (e.g. a sweep's selection_top.txt; blank "
                         "lines and lines starting with # are skipped); with --methods, those come first")
@@ -139,7 +143,7 @@ def resolve_grid(args: argparse.Namespace) -> tuple[list[RunSpec], dict[str, Any
         methods += _methods_from(args.methods_from, args.top)
     elif args.top is not None:
         raise SystemExit("error: --top needs --methods-from")
-    methods = methods or (list(suite.methods) if suite else None)
+    methods = methods or (list(suite_methods(suite)) if suite else None)
     seeds = args.seeds or (list(suite.seeds) if suite else [0])
     if not benchmarks or not methods:
         raise SystemExit("error: give --suite, or --benchmarks and --methods")
@@ -164,6 +168,15 @@ def resolve_grid(args: argparse.Namespace) -> tuple[list[RunSpec], dict[str, Any
                   "options": options, "select": select, "verdict": verdict}
 
 
+def _all_note(methods: Sequence[str]) -> str:
+    """What ``all`` stood for and what it left out (``""`` without ``all``)."""
+    if ALL not in (m.strip() for m in methods):
+        return ""
+    left = left_out_of_all()
+    return (f"--methods all: {', '.join(all_weightings())}"
+            + ("; left out: " + "; ".join(f"{n} ({why})" for n, why in left.items()) if left else ""))
+
+
 def _dry_run(grid: Sequence[RunSpec], out: Path) -> int:
     done = [r for r in grid if is_complete(r.save_path, r.options.get("epochs"))]
     print(f"grid: {len(grid)} runs ({len(done)} already complete) -> {out}")
@@ -180,6 +193,8 @@ def main(argv: Sequence[str] | None = None, runner: Runner = run_experiment) -> 
     args = build_parser().parse_args(argv)
     grid, desc = resolve_grid(args)
     out = Path(args.out)
+    if args.methods and _all_note(args.methods):
+        print(_all_note(args.methods))
     if args.dry_run:
         return _dry_run(grid, out)
     t0 = time.perf_counter()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from libmtl_repmtl.benchmarks import get
-from libmtl_repmtl.harness.methods import method_specs
+from libmtl_repmtl.harness.methods import installed, method_specs
 
 #: The CPU benchmarks (real MNIST digits; encoders pretext-pretrained by default).
 CPU_BENCHMARKS = ("multimnist", "digits", "densemnist")
@@ -44,7 +44,8 @@ class Suite:
     """A named grid: benchmarks, methods, seeds and per-benchmark options (e.g. ``epochs``); ``select``: the
     grid is a sweep, scored on validation and the setting chosen by the rule
     (:mod:`~libmtl_repmtl.harness.selection`); ``verdict``: the report adds ``verdict.md`` (RepMTL against logEW,
-    and the ablation: :mod:`~libmtl_repmtl.harness.verdict`)."""
+    and the ablation: :mod:`~libmtl_repmtl.harness.verdict`); ``where_installed``: weightings added where the
+    installed LibMTL has them (:func:`suite_methods`)."""
 
     benchmarks: tuple[str, ...]
     methods: tuple[str, ...]
@@ -52,6 +53,7 @@ class Suite:
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     select: bool = False
     verdict: bool = False
+    where_installed: tuple[str, ...] = ()
 
 
 SUITES: dict[str, Suite] = {
@@ -64,12 +66,20 @@ SUITES: dict[str, Suite] = {
                        {"multimnist": {"epochs": 3}, "densemnist": {"epochs": 3}}),
     "ablation-cpu": Suite(CPU_BENCHMARKS, ("EW", "logEW", "RepMTL", "RepMTL-CSA", "RepMTL-TSR", "STL"), (0, 1, 2),
                           CPU_EPOCHS, verdict=True),
-    # The paper's benchmarks with every method LibMTL 1.1.5 ships (it has no Nash-MTL, DB-MTL, FairGrad or
-    # Aligned-MTL), Rep-MTL and its ablations; Δp against the benchmarks' published single-task rows.
+    # The paper's benchmarks with every method LibMTL 1.1.5 ships, Rep-MTL and its ablations, and the paper's
+    # strongest baselines where the installed LibMTL has them (its git version; 1.1.5 has none of them); Δp
+    # against the benchmarks' published single-task rows.
     "paper": Suite(("nyuv2", "cityscapes", "office-31", "office-home"),
                    ("EW", "UW", "DWA", "GLS", "RLW", "MGDA", "GradNorm", "PCGrad", "GradDrop", "GradVac", "IMTL",
-                    "CAGrad", "RepMTL", "RepMTL-CSA", "RepMTL-TSR"), (0, 1, 2)),
+                    "CAGrad", "RepMTL", "RepMTL-CSA", "RepMTL-TSR"), (0, 1, 2),
+                   where_installed=("DB_MTL", "Nash_MTL", "FairGrad", "Aligned_MTL", "STCH")),
 }
+
+
+def suite_methods(suite: Suite) -> tuple[str, ...]:
+    """The suite's methods, then those of its ``where_installed`` that the installed LibMTL has (asked through
+    the plugin host when the grid is planned: :func:`libmtl_repmtl.harness.methods.installed`)."""
+    return (*suite.methods, *(m for m in suite.where_installed if installed(m)))
 
 
 @dataclass(frozen=True)
@@ -118,6 +128,8 @@ def plan_grid(benchmarks: Sequence[str], methods: Sequence[str], seeds: Sequence
                 base = {**opts, "seed": int(s)}
                 if spec.weight_args:
                     base["weight_args"] = dict(spec.weight_args)
+                if spec.rep_grad:
+                    base["rep_grad"] = True
                 folder = out / b / m / f"seed{s}"
                 if spec.single_task:
                     for t in benchmark_tasks(b):
@@ -129,4 +141,4 @@ def plan_grid(benchmarks: Sequence[str], methods: Sequence[str], seeds: Sequence
 
 
 __all__ = ["CPU_BENCHMARKS", "CPU_EPOCHS", "CPU_METHODS", "SUITES", "RunSpec", "Suite", "benchmark_tasks",
-           "plan_grid", "sweep_methods"]
+           "plan_grid", "suite_methods", "sweep_methods"]
