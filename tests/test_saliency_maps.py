@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from libmtl_repmtl.analysis.saliency_maps import compute_saliency_maps, main, save_saliency_grid
+from libmtl_repmtl.analysis.saliency_maps import compute_saliency_maps, main, saliency_figure, save_saliency_grid
 from libmtl_repmtl.models.small import MultiMNISTEncoder, multimnist_heads
 
 
@@ -71,3 +72,29 @@ def test_command_on_a_checkpoint(tmp_path, capsys, monkeypatch) -> None:
     assert (tmp_path / "sal" / "saliency_maps.png").is_file()
     assert np.load(tmp_path / "sal" / "saliency_maps.npz")["entropy"].shape == (3, 9, 9)
     assert main([str(tmp_path / "nope.pt")]) == 2
+
+
+def test_every_map_has_its_own_colour_bar() -> None:
+    """Each task map and each entropy map of every row has a colour bar axis drawn for its own image; the
+    entropy bars span [0, log T]; the input images have none."""
+    import matplotlib.pyplot as plt
+
+    torch.manual_seed(2)
+    enc, heads = MultiMNISTEncoder(8), multimnist_heads(["left", "right"], 8)
+    x = torch.randn(3, 1, 36, 36)
+    y = {"left": torch.randint(0, 10, (3,)), "right": torch.randint(0, 10, (3,))}
+    maps = compute_saliency_maps(enc, heads, x, y, {t: F.cross_entropy for t in heads})
+    fig = saliency_figure(maps)
+    try:
+        bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+        images = [ax.images[0] for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
+        assert len(images) == 3 * 4  # 3 rows x (input, left, right, entropy)
+        maps_drawn = [im for im in images if im.get_cmap().name != "gray"]
+        assert len(bars) == len(maps_drawn) == 3 * 3
+        assert all(im.colorbar is not None and im.colorbar.ax in bars for im in maps_drawn)
+        assert all(im.colorbar is None for im in images if im.get_cmap().name == "gray")
+        entropy = [im for im in maps_drawn if im.get_cmap().name == "magma"]
+        assert len(entropy) == 3 and all(im.colorbar.vmin == 0.0 and im.colorbar.vmax == pytest.approx(math.log(2))
+                                         for im in entropy)
+    finally:
+        plt.close(fig)

@@ -1,4 +1,5 @@
-"""Per-task saliency maps and the TSR entropy map, as arrays and PNG grids (the paper's qualitative figure).
+"""Per-task saliency maps and the TSR entropy map, as arrays and PNG grids with a colour bar per map (the paper's
+qualitative figure).
 
 For a batch, with the shared representation ``Z = E(X)`` of shape ``(B, C, H', W')``:
 
@@ -19,6 +20,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -96,12 +98,12 @@ def compute_saliency_maps(encoder: nn.Module, decoders: Mapping[str, nn.Module],
                         {t: float(v) for t, v in zip(tasks, losses.detach())})
 
 
-def save_saliency_grid(maps: SaliencyMaps, path: str | Path, title: str | None = None,
-                       max_rows: int = 8) -> Path:
-    """Save a PNG grid: one row per input; columns = input, each task's saliency map, TSR entropy map.
+def saliency_figure(maps: SaliencyMaps, title: str | None = None, max_rows: int = 8) -> Any:
+    """A matplotlib figure: one row per input; columns = input, each task's saliency map, TSR entropy map.
 
-    Maps are shown at their own resolution (``H' x W'``) stretched over the input's extent. Written
-    atomically (temporary file in the same folder, then renamed).
+    Every map has its own colour bar (saliency ``|mean_c S_t|`` on the map's own scale; entropy on
+    ``[0, log T]``, the same for every row). Maps are shown at their own resolution (``H' x W'``) stretched over
+    the input's extent. The caller closes the figure (``matplotlib.pyplot.close(fig)``).
     """
     import matplotlib  # optional dependency (extra `analysis`): imported only when drawing
 
@@ -111,15 +113,17 @@ def save_saliency_grid(maps: SaliencyMaps, path: str | Path, title: str | None =
     tasks = list(maps.task_maps)
     rows = min(max_rows, maps.inputs.shape[0])
     cols = 2 + len(tasks)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.7 * cols, 2.2 * rows), squeeze=False)
     log_t = float(np.log(max(len(tasks), 2)))
     for r in range(rows):
         img = maps.inputs[r]
         img = img[0] if img.shape[0] == 1 else img.permute(1, 2, 0)
         axes[r, 0].imshow(img.numpy(), cmap="gray")
         for c, t in enumerate(tasks):
-            axes[r, 1 + c].imshow(maps.task_maps[t][r].numpy(), cmap="viridis")
-        axes[r, -1].imshow(maps.entropy[r].numpy(), cmap="magma", vmin=0.0, vmax=log_t)
+            im = axes[r, 1 + c].imshow(maps.task_maps[t][r].numpy(), cmap="viridis")
+            fig.colorbar(im, ax=axes[r, 1 + c], fraction=0.046, pad=0.04)
+        im = axes[r, -1].imshow(maps.entropy[r].numpy(), cmap="magma", vmin=0.0, vmax=log_t)
+        fig.colorbar(im, ax=axes[r, -1], fraction=0.046, pad=0.04)
         if r == 0:
             axes[r, 0].set_title("input")
             for c, t in enumerate(tasks):
@@ -131,11 +135,22 @@ def save_saliency_grid(maps: SaliencyMaps, path: str | Path, title: str | None =
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+def save_saliency_grid(maps: SaliencyMaps, path: str | Path, title: str | None = None,
+                       max_rows: int = 8) -> Path:
+    """Save :func:`saliency_figure` as a PNG, atomically (temporary file in the same folder, then renamed)."""
+    import matplotlib.pyplot as plt  # optional dependency (extra `analysis`); saliency_figure selected Agg
+
+    fig = saliency_figure(maps, title, max_rows)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    try:
+        fig.savefig(tmp, format="png", dpi=100)
+    finally:
+        plt.close(fig)
     tmp.replace(path)
     return path
 
@@ -198,4 +213,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["SaliencyMaps", "compute_saliency_maps", "load_cpu_model", "main", "save_saliency_grid"]
+__all__ = ["SaliencyMaps", "compute_saliency_maps", "load_cpu_model", "main", "saliency_figure", "save_saliency_grid"]
