@@ -75,10 +75,24 @@ def test_reader_on_generated_images(o31):
     assert OfficeDataset(o31, "office-31", "dslr", mode="val", list_dir=o31).split == "val"
 
 
-def test_default_lists_need_all_images(o31):
-    # the shipped lists name every image of the split: the generated subset is reported as missing
-    with pytest.raises(FileNotFoundError, match=r"images listed in .*amazon_train.txt are missing"):
-        OfficeDataset(o31, "office-31", "amazon", "train")
+def test_the_lists_in_the_dataset_root_are_read_without_list_dir(o31):
+    """The generator's lists sit in the dataset root; the reader finds them there (no --list_dir needed)."""
+    for d in office_domains("office-31"):
+        for split, n in (("train", 4), ("val", 2), ("test", 2)):
+            ds = OfficeDataset(o31, "office-31", d, split)
+            assert len(ds) == n and ds.list_file == o31 / f"{d}_{split}.txt"
+    assert office.list_dir_candidates("office-31", root=o31)[0] == o31
+    assert office.list_dir_candidates("office-31", list_dir=o31 / "x", root=o31)[:3] == [o31 / "x", o31 / "x" /
+                                                                                           "office-31", o31]
+
+
+def test_default_lists_need_all_images(o31, tmp_path):
+    # without lists in the root, the shipped lists name every image of the split: the generated subset is
+    # reported as missing
+    root = tmp_path / "no_lists"
+    shutil.copytree(o31, root, ignore=shutil.ignore_patterns("*.txt"))
+    with pytest.raises(FileNotFoundError, match=r"images listed in .*office_lists.*amazon_train.txt are missing"):
+        OfficeDataset(root, "office-31", "amazon", "train")
 
 
 def test_libmtl_checkout_lists_found(tmp_path, monkeypatch):

@@ -5,10 +5,12 @@ Layout: images at ``ROOT/<relpath>``; split lists ``<domain>_{train,val,test}.tx
 ``Art/Calendar/00010.jpg 0``). The split lists are looked up, in this order, in
 
 1. ``list_dir`` when given (the folder holding ``<domain>_<split>.txt``, or its parent holding
-   ``<dataset>/<domain>_<split>.txt``);
-2. the copy shipped in this package, ``libmtl_repmtl/data/office_lists/<dataset>/`` (LibMTL's published
+   ``<dataset>/<domain>_<split>.txt``), and nowhere else;
+2. the dataset root itself, ``ROOT/<domain>_<split>.txt`` (where ``python -m libmtl_repmtl.data.synthetic``
+   writes the lists of the images it generates);
+3. the copy shipped in this package, ``libmtl_repmtl/data/office_lists/<dataset>/`` (LibMTL's published
    60/20/20 lists, MIT licence, see the README there);
-3. a LibMTL git checkout's ``examples/office/data_txt/<dataset>/`` (found next to the imported ``LibMTL``
+4. a LibMTL git checkout's ``examples/office/data_txt/<dataset>/`` (found next to the imported ``LibMTL``
    package).
 
 Items are ``(image, label)``: ``image`` float32 ``(3, 224, 224)`` (RGB, resized to 224 x 224, ``ToTensor``,
@@ -98,13 +100,17 @@ def _libmtl_checkout_lists(dataset: str) -> Path | None:
     return cand if cand.is_dir() else None
 
 
-def list_dir_candidates(dataset: str, list_dir: str | os.PathLike[str] | None = None) -> list[Path]:
-    """The folders searched for ``dataset``'s split lists, in order (see the module docstring)."""
+def list_dir_candidates(dataset: str, list_dir: str | os.PathLike[str] | None = None,
+                        root: str | os.PathLike[str] | None = None) -> list[Path]:
+    """The folders searched for ``dataset``'s split lists, in order (see the module docstring; ``root``: the
+    dataset root, searched after ``list_dir``)."""
     ds = canonical_office(dataset)
     out: list[Path] = []
     if list_dir is not None:
         d = Path(os.fspath(list_dir)).expanduser()
         out += [d, d / ds]
+    if root is not None:
+        out.append(Path(os.fspath(root)).expanduser())
     out.append(PACKAGE_LIST_DIR / ds)
     lib = _libmtl_checkout_lists(ds)
     if lib is not None:
@@ -112,8 +118,10 @@ def list_dir_candidates(dataset: str, list_dir: str | os.PathLike[str] | None = 
     return out
 
 
-def find_list_file(dataset: str, domain: str, split: str, list_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Path of ``<domain>_<split>.txt`` for ``dataset``.
+def find_list_file(dataset: str, domain: str, split: str, list_dir: str | os.PathLike[str] | None = None,
+                   root: str | os.PathLike[str] | None = None) -> Path:
+    """Path of ``<domain>_<split>.txt`` for ``dataset``: from ``list_dir``, else the dataset ``root`` (when
+    given), else the shipped lists, else a LibMTL checkout's.
 
     When ``list_dir`` is given it must hold the file (directly or under ``<dataset>/``); it is not silently
     replaced by the shipped lists.
@@ -126,7 +134,7 @@ def find_list_file(dataset: str, domain: str, split: str, list_dir: str | os.Pat
     if split not in OFFICE_SPLITS:
         raise ValueError(f"split must be one of {list(OFFICE_SPLITS)}, got {split!r}")
     name = f"{dom}_{split}.txt"
-    cands = list_dir_candidates(ds, list_dir)
+    cands = list_dir_candidates(ds, list_dir, root)
     if list_dir is not None:
         cands = cands[:2]
     for d in cands:
@@ -188,7 +196,8 @@ class OfficeDataset(Dataset):
         dataset: ``'office-31'`` or ``'office-home'``.
         domain: a domain of ``dataset`` (:func:`office_domains`).
         split: ``'train'``, ``'val'`` or ``'test'``.
-        list_dir: folder of the split lists (default: search order in the module docstring).
+        list_dir: folder of the split lists (default: search order in the module docstring: the lists in
+            ``root`` itself, as the small-data generator writes them, else the shipped ones).
         image_size: side of the square resize (224 as in the paper).
         check_files: check up front that every listed image exists.
 
@@ -214,7 +223,7 @@ class OfficeDataset(Dataset):
             raise FileNotFoundError(f"{self.dataset}: dataset root {self.root} is not a folder; pass the folder "
                                     "that the list paths are relative to (or generate small data with "
                                     f"'python -m libmtl_repmtl.data.synthetic {self.dataset} OUT')")
-        self.list_file = find_list_file(self.dataset, self.domain, split, list_dir)
+        self.list_file = find_list_file(self.dataset, self.domain, split, list_dir, self.root)
         self.entries = read_split_list(self.list_file, self.num_classes)
         if check_files:
             missing = [rel for rel, _ in self.entries if not (self.root / rel).is_file()]
@@ -222,8 +231,8 @@ class OfficeDataset(Dataset):
                 raise FileNotFoundError(
                     f"{self.dataset} {self.domain}/{split}: {len(missing)} of {len(self.entries)} images listed "
                     f"in {self.list_file} are missing under {self.root}, e.g. {self.root / missing[0]}; check "
-                    "--dataset_path (the folder holding the domain folders) or pass list_dir with lists "
-                    "matching your images")
+                    "--dataset_path (the folder holding the domain folders), or put lists matching your images "
+                    "in it as <domain>_<split>.txt, or pass list_dir with them")
         self.transform = office_transform(self.image_size)
 
     def __len__(self) -> int:

@@ -22,8 +22,10 @@ Office kinds: per domain and split, the first lines of the shipped LibMTL split 
 ``classes`` labels (round-robin over those classes, ``size`` train and ``test_size`` val and test images), so
 the relative paths are the real ones; each is written as a small JPEG (``image_side`` pixels square) whose
 colour and stripe frequency depend on the label (plus a domain tint and noise). The matching split lists
-(``<domain>_<split>.txt``, restricted to the written images) go to ``OUT`` itself: read with
-``OfficeDataset(OUT, dataset, domain, split, list_dir=OUT)``.
+(``<domain>_<split>.txt``, restricted to the written images) go to ``OUT`` itself, where the reader looks
+first (``OfficeDataset(OUT, dataset, domain, split)``; ``examples/office/main.py --dataset_path OUT``). Train with a
+batch size no larger than ``size`` (e.g. ``--bs 4`` for the default 8 images; incomplete training batches are
+dropped).
 
 Everything is deterministic given ``seed``.
 """

@@ -103,7 +103,8 @@ def build_parser(family: str, argv: Sequence[str] | None = None) -> argparse.Arg
         run.add_argument("--dataset", type=str, default="office-31", choices=tuple(OFFICE_DOMAINS),
                          help="office-31 or office-home (default %(default)s)")
         run.add_argument("--list_dir", type=str, default=None,
-                         help="folder with <domain>_{train,val,test}.txt (default: the reader's default)")
+                         help="folder with <domain>_{train,val,test}.txt (default: those in --dataset_path, else the "
+                              "shipped lists)")
         run.add_argument("--image_size", type=int, default=224,
                          help="side of the square resize of the images (default %(default)s, the paper's)")
         run.add_argument("--bs", type=int, default=None,
