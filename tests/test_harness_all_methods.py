@@ -15,6 +15,7 @@ from libmtl_repmtl.benchmarks import Benchmark, register
 from libmtl_repmtl.harness import cli, methods, plan
 from libmtl_repmtl.harness.methods import all_weightings, expand_methods, installed, left_out_of_all, method_specs
 from libmtl_repmtl.harness.plan import SUITES, suite_methods
+from libmtl_repmtl.harness.report import method_settings
 from libmtl_repmtl.harness.runs import is_complete
 from libmtl_repmtl.libmtl import host
 from libmtl_repmtl.training.protocols import protocol_for, single_sample
@@ -127,3 +128,10 @@ def test_bench_methods_all_trains_every_weighting(tmp_path: Path, capsys) -> Non
 @pytest.mark.parametrize("name", ["EW", "NoSuchWeighting"])
 def test_installed_asks_the_host(name: str) -> None:
     assert methods.installed(name) is (name == "EW")
+
+
+def test_a_weighting_that_reads_the_representation_runs_with_rep_grad(tmp_path: Path) -> None:
+    """GradDrop refuses parameter gradients: the plan runs it with rep_grad (and says so in the settings)."""
+    grad_drop, ew = plan.plan_grid(["toy-all"], ["GradDrop", "EW"], [0], tmp_path)
+    assert grad_drop.options["rep_grad"] is True and "rep_grad" not in ew.options
+    assert "with rep_grad" in method_settings("GradDrop") and "rep_grad" not in method_settings("EW")
