@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 import resource
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -63,17 +65,24 @@ def _reset_peak_rss() -> bool:
     return _status_mib("VmHWM") is not None
 
 
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim`` (looked up once), or None without glibc."""
+    name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
+    if not name:
+        return None
+    try:
+        return ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
 def _trim_heap() -> None:
     """Hand freed heap memory back to the system (glibc ``malloc_trim``), so that memory an earlier run freed but
     the allocator kept is not counted as resident at this run's start. No-op without glibc."""
-    name = ctypes.util.find_library("c")
-    if not name or not sys.platform.startswith("linux"):
-        return
-    try:
-        trim = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):
-        return
-    trim(0)
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _maxrss_mib() -> float:
