@@ -243,7 +243,7 @@ def measure_method(spec: str, ctx: _Context, steps: int, warmup: int) -> dict[st
     ``"skipped"`` reason (precision not available on the device, weighting not in the installed LibMTL)."""
     import torch
 
-    from libmtl_repmtl.libmtl.host import UnknownMethodError, lookup
+    from libmtl_repmtl.libmtl.host import UnknownMethodError, lookup, protocol
     from libmtl_repmtl.training.amp import AmpConfig
 
     name, amp_flag = parse_spec(spec)
@@ -263,7 +263,10 @@ def measure_method(spec: str, ctx: _Context, steps: int, warmup: int) -> dict[st
     release_memory(ctx.device)
     torch.manual_seed(0)
     model = _build_model(ctx, method, weighting)
-    step = _step_function(ctx, model, amp, {**RECIPE_ARGS, **dict(method.weight_args)})
+    # LibMTL's own defaults for this weighting (the git version names some per method, e.g. GradVac_beta) over
+    # the recipe's shared ones, then the method's settings.
+    libmtl_args = protocol(base.__name__).weight_args if method.weighting not in ("naive", "RepMTL") else {}
+    step = _step_function(ctx, model, amp, {**RECIPE_ARGS, **libmtl_args, **dict(method.weight_args)})
     try:
         return {**row, **measure_steps(step, ctx.device, steps, warmup)}
     finally:
