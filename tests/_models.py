@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from libmtl_repmtl.libmtl.bases import LibMTL
 
@@ -129,3 +130,17 @@ def forward_losses(model: nn.Module, tasks: list[str], inputs: list[torch.Tensor
 
 
 HPS = LibMTL.architecture.HPS
+
+
+class SignDataset(Dataset):
+    """``x (3, 8, 8)``; task ``tasks[i]``'s label is the sign of channel ``i``'s mean."""
+
+    def __init__(self, n: int, seed: int, tasks: tuple[str, ...] = ("a", "b")) -> None:
+        self.x = torch.randn(n, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
+        self.tasks = tasks
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        return self.x[i], {t: (self.x[i, k].mean() > 0).long() for k, t in enumerate(self.tasks)}

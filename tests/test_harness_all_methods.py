@@ -7,9 +7,8 @@ import importlib
 from pathlib import Path
 
 import pytest
-import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from libmtl_repmtl.benchmarks import Benchmark, register
 from libmtl_repmtl.harness import cli, methods, plan
@@ -19,28 +18,17 @@ from libmtl_repmtl.harness.report import method_settings
 from libmtl_repmtl.harness.runs import is_complete
 from libmtl_repmtl.libmtl import host
 from libmtl_repmtl.training.protocols import protocol_for, single_sample
-from tests._models import PooledLinearHead, TinyConvEncoder, acc_ce_task_dict
+from tests._models import PooledLinearHead, SignDataset, TinyConvEncoder, acc_ce_task_dict
 
 PAPER_EXTRAS = ("DB_MTL", "Nash_MTL", "FairGrad", "Aligned_MTL", "STCH")
 TASKS = ("a", "b")
 
 
-class _Data(Dataset):
-    def __init__(self, n: int, seed: int) -> None:
-        self.x = torch.randn(n, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int):
-        return self.x[i], {t: (self.x[i, k].mean() > 0).long() for k, t in enumerate(TASKS)}
-
-
 register(Benchmark(
     name="toy-all", tasks=TASKS, multi_input=False, has_val=True, task_dict=acc_ce_task_dict,
-    dataloaders=lambda tasks, o: {"train": DataLoader(_Data(12, 0), batch_size=4, shuffle=True, drop_last=True),
-                                  "val": DataLoader(_Data(4, 1), batch_size=4),
-                                  "test": DataLoader(_Data(4, 2), batch_size=4)},
+    dataloaders=lambda tasks, o: {"train": DataLoader(SignDataset(12, 0), batch_size=4, shuffle=True, drop_last=True),
+                                  "val": DataLoader(SignDataset(4, 1), batch_size=4),
+                                  "test": DataLoader(SignDataset(4, 2), batch_size=4)},
     encoder_class=lambda o: (lambda: TinyConvEncoder(width=4, depth=1)),
     decoders=lambda tasks, o: nn.ModuleDict({t: PooledLinearHead(width=4) for t in tasks}),
     defaults={"epochs": 1, "train_bs": 4, "lr": 1e-3}))

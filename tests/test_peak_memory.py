@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from libmtl_repmtl.benchmarks import Benchmark, register
 from libmtl_repmtl.harness.execute import execute
@@ -14,7 +14,7 @@ from libmtl_repmtl.harness.report import write_summary
 from libmtl_repmtl.training.experiment import run_experiment
 from libmtl_repmtl.training.memory import KINDS, PeakMemory
 from libmtl_repmtl.training.results import read_results
-from tests._models import PooledLinearHead, TinyConvEncoder, acc_ce_task_dict
+from tests._models import PooledLinearHead, SignDataset, TinyConvEncoder, acc_ce_task_dict
 
 TASKS = ("a", "b")
 BALLAST_MIB = 384
@@ -36,22 +36,9 @@ class _BallastEncoder(TinyConvEncoder):
         return super().forward(x)
 
 
-class _Data(Dataset):
-    """``x (3, 8, 8)``; task ``t`` label = sign of channel ``i`` mean."""
-
-    def __init__(self, n: int, seed: int) -> None:
-        self.x = torch.randn(n, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int):
-        return self.x[i], {t: (self.x[i, k].mean() > 0).long() for k, t in enumerate(TASKS)}
-
-
 def _loaders(tasks, opts):
-    return {"train": DataLoader(_Data(8, 0), batch_size=4, shuffle=True, drop_last=True),
-            "val": DataLoader(_Data(4, 1), batch_size=4), "test": DataLoader(_Data(4, 2), batch_size=4)}
+    return {"train": DataLoader(SignDataset(8, 0), batch_size=4, shuffle=True, drop_last=True),
+            "val": DataLoader(SignDataset(4, 1), batch_size=4), "test": DataLoader(SignDataset(4, 2), batch_size=4)}
 
 
 register(Benchmark(
