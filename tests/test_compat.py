@@ -9,12 +9,14 @@ import subprocess
 import sys
 import textwrap
 import types
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
 from libmtl_repmtl.libmtl import compat
+from libmtl_repmtl.libmtl.compat import _common as compat_common
 from libmtl_repmtl.libmtl.compat import aligned_mtl_symeig
 
 LibMTL = compat.ensure_libmtl()
@@ -134,6 +136,19 @@ _PROBE = textwrap.dedent(r"""
             r["torch_symeig_outside"] = "works"
         except Exception as exc:
             r["torch_symeig_outside"] = type(exc).__name__
+        if hasattr(LibMTL.weighting, "SDMGrad"):  # the git version; zero gradients keep its weights at [0.5, 0.5]
+            m = model(LibMTL.weighting.SDMGrad)
+            out_ = m(torch.randn(5, 4))
+            flat = torch.stack([(out_[t] * 0).sum() for t in m.task_name])
+            try:
+                m.backward(torch.stack([flat, flat, flat]), SDMGrad_lamda=0.3, SDMGrad_niter=2)
+                r["sdmgrad_simplex_step"] = "ok %s" % m.w.tolist()
+            except Exception as exc:
+                r["sdmgrad_simplex_step"] = "error: %s: %s" % (type(exc).__name__, exc)
+        else:
+            r["sdmgrad_simplex_step"] = "absent"
+        import numpy
+        r["numpy_alltrue_outside"] = "alltrue" in numpy.__dict__
         return r
 
     out["before"] = observe()
@@ -241,6 +256,28 @@ def test_aligned_mtl_symeig(observed: dict) -> None:
     assert observed["after"]["torch_symeig_outside"] == observed["before"]["torch_symeig_outside"]
 
 
+def test_sdmgrad_alltrue(observed: dict) -> None:
+    before, after = observed["before"]["sdmgrad_simplex_step"], observed["after"]["sdmgrad_simplex_step"]
+    symptom = "alltrue" in before
+    assert symptom or before == "absent" or before.startswith("ok")
+    _applied_iff(observed, "sdmgrad-alltrue", symptom)
+    assert after == ("absent" if before == "absent" else "ok [0.5, 0.5]")  # the point is its own projection
+    # numpy itself is left as it was outside SDMGrad.euclidean_proj_simplex
+    assert observed["after"]["numpy_alltrue_outside"] == observed["before"]["numpy_alltrue_outside"]
+
+
+def test_lent_attribute_restores_presence_and_value() -> None:
+    module = types.ModuleType("lender")
+    with compat_common.lent_attribute(module, "f", len):
+        assert module.f is len
+    assert "f" not in module.__dict__  # absent stays absent
+    module.g = abs
+    with pytest.raises(KeyError), compat_common.lent_attribute(module, "g", len):
+        assert module.g is len
+        raise KeyError("inside")
+    assert module.g is abs  # restored on an error too
+
+
 def test_symeig_equivalent_matches_eigh() -> None:
     patch = aligned_mtl_symeig
     a = torch.tensor([[2.0, 1.0, 0.0], [1.0, 3.0, 1.0], [0.0, 1.0, 4.0]], dtype=torch.float64)
@@ -266,8 +303,10 @@ def test_every_patch_applied_once(observed: dict) -> None:
 
 
 def test_patches_are_documented() -> None:
+    table = (Path(__file__).resolve().parents[1] / "docs" / "compat.md").read_text(encoding="utf-8")
     for info in compat.patches():
         assert info.symptom.startswith("Symptom:"), info
+        assert f"| `{info.name}` | {info.phase} |" in table, f"docs/compat.md has no row for {info.name}"
     for _, fn in compat._POST:
         doc = fn.__doc__ or ""
         assert "Cause:" in doc and "Cure:" in doc and "Detected" in doc, fn.__name__

@@ -2,7 +2,7 @@
 
 One module per patch (``torchvision_models_utils``, ``trainer_device``, ``process_data_next``,
 ``reset_grad_none``, ``zero_grad_share_params``, ``grad2vec_device``, ``same_rep``, ``cagrad_task_count``,
-``aligned_mtl_symeig``), plus ``device`` (:func:`resolve_device`) and ``dependencies``
+``aligned_mtl_symeig``, ``sdmgrad_alltrue``), plus ``device`` (:func:`resolve_device`) and ``dependencies``
 (:func:`explain_import_error`); this module is the registry that probes and applies them.
 
 Every patch cures one symptom. It is applied only when the installed LibMTL *shows* that symptom, found by a
@@ -44,6 +44,7 @@ from libmtl_repmtl.libmtl.compat.grad2vec_device import _patch_grad2vec
 from libmtl_repmtl.libmtl.compat.process_data_next import _patch_process_data
 from libmtl_repmtl.libmtl.compat.reset_grad_none import _patch_reset_grad
 from libmtl_repmtl.libmtl.compat.same_rep import _patch_same_rep
+from libmtl_repmtl.libmtl.compat.sdmgrad_alltrue import _patch_sdmgrad_alltrue
 from libmtl_repmtl.libmtl.compat.torchvision_models_utils import _ensure_torchvision_models_utils
 from libmtl_repmtl.libmtl.compat.trainer_device import _patch_trainer_device
 from libmtl_repmtl.libmtl.compat.zero_grad_share_params import _patch_zero_grad_share_params
@@ -68,6 +69,7 @@ _POST: list[tuple[str, Callable[[Any], bool]]] = [
     ("same-rep", _patch_same_rep),
     ("cagrad-task-count", _patch_cagrad_task_count),
     ("aligned-mtl-symeig", _patch_aligned_mtl_symeig),
+    ("sdmgrad-alltrue", _patch_sdmgrad_alltrue),
 ]
 
 

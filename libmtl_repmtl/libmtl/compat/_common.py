@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +38,29 @@ def _mark(obj: Any, name: str) -> Any:
     """Mark ``obj`` as installed by the patch ``name``; return it."""
     setattr(obj, MARKER, name)
     return obj
+
+
+_lend_lock = threading.RLock()
+
+
+@contextlib.contextmanager
+def lent_attribute(module: Any, name: str, value: Any) -> Iterator[None]:
+    """``module.<name>`` is ``value`` inside the block, and exactly as before afterwards (absent stays absent).
+
+    For the patches that give a LibMTL method back a function its library removed, only while that method runs.
+    One block at a time (a re-entrant lock), so two threads never see each other's restore.
+    """
+    with _lend_lock:
+        had = name in module.__dict__
+        previous = module.__dict__.get(name)
+        setattr(module, name, value)
+        try:
+            yield
+        finally:
+            if had:
+                setattr(module, name, previous)
+            else:
+                delattr(module, name)
 
 
 def tiny_parts(libmtl: Any) -> tuple[Any, Any]:

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import threading
-from collections.abc import Iterator
 from typing import Any
 
-from libmtl_repmtl.libmtl.compat._common import _mark, _marked, probe_step
-
-_lock = threading.RLock()
+from libmtl_repmtl.libmtl.compat._common import _mark, _marked, lent_attribute, probe_step
 
 
 def _symeig(input: Any, eigenvectors: bool = False, upper: bool = True) -> tuple[Any, Any]:
@@ -21,21 +17,11 @@ def _symeig(input: Any, eigenvectors: bool = False, upper: bool = True) -> tuple
     return values, (vectors if eigenvectors else values.new_zeros(0))
 
 
-@contextlib.contextmanager
-def _symeig_available() -> Iterator[None]:
+def _symeig_available() -> contextlib.AbstractContextManager[None]:
     """``torch.symeig`` works inside the block (restored afterwards; one block at a time)."""
     import torch
 
-    with _lock:
-        previous = torch.__dict__.get("symeig")
-        torch.symeig = _symeig  # type: ignore[attr-defined]
-        try:
-            yield
-        finally:
-            if previous is None:
-                del torch.symeig
-            else:
-                torch.symeig = previous  # type: ignore[attr-defined]
+    return lent_attribute(torch, "symeig", _symeig)
 
 
 def _aligned_mtl_symptom(libmtl: Any) -> bool:
