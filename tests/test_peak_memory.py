@@ -102,3 +102,25 @@ def test_the_cuda_meter_is_reset_per_run() -> None:
     assert _meter_sees(cuda, 256) >= 255
     assert _meter_sees(cuda, 0) < 1
     assert PeakMemory(cuda).kind == KINDS["cuda"]
+
+
+def test_the_meter_keeps_the_peak_it_had_when_stopped() -> None:
+    """After ``stop()`` an allocation no longer counts (the final results.json and the returned results agree);
+    a new ``start()`` measures again."""
+    meter = PeakMemory(torch.device("cpu"))
+    meter.stop()  # before start: nothing to keep
+    assert meter.peak_mb() is None
+    meter.start()
+    meter.stop()
+    kept = meter.peak_mb()
+    assert kept is not None and kept < 64
+    t = torch.ones(256 * 2**18)
+    t += 1  # touch every page
+    assert meter.peak_mb() == kept
+    meter.stop()  # stopped already: still the first stop's value
+    assert meter.peak_mb() == kept
+    meter.start()
+    u = torch.ones(256 * 2**18)
+    u += 1
+    del t, u
+    assert meter.peak_mb() >= 0.9 * 256

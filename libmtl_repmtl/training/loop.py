@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from libmtl_repmtl.training.checks import batch_context
+from libmtl_repmtl.training.memory import PeakMemory
 from libmtl_repmtl.training.progress import Progress
 from libmtl_repmtl.training.protocols import StepContext, StepProtocol
 from libmtl_repmtl.training.recorder import Recorder, SplitScores, StepStats
@@ -51,6 +52,7 @@ class EpochLoop:
     error: str | None
     kwargs: dict[str, Any]
     step_protocol: StepProtocol
+    memory: PeakMemory
     _train_cursors: list[LoaderCursor]
     _where: str
     _batch_desc: str
@@ -99,13 +101,16 @@ class EpochLoop:
                 if stop_after and epoch + 1 >= int(stop_after) and epoch + 1 < total:
                     raise KeyboardInterrupt(f"{STOP_ENV}={stop_after}")
         except KeyboardInterrupt:
+            self.memory.stop()
             self.status = "interrupted"
             self._write_results_safely()
             raise
         except BaseException as exc:
+            self.memory.stop()
             self.status, self.error = "failed", f"{type(exc).__name__}: {exc}"
             self._write_results_safely()
             raise
+        self.memory.stop()  # the final results.json and the results returned afterwards give the same peak
         self.status = "complete"
         self.write_results()
 

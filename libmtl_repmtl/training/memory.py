@@ -94,16 +94,21 @@ class PeakMemory:
     """The peak memory of one run's training on ``device`` (see the module docstring).
 
     ``start()`` marks the beginning (again on a second call); :meth:`peak_mb` is the peak since then, ``None``
-    before ``start()``; :attr:`kind` says what it measures (an entry of :data:`KINDS`).
+    before ``start()``; ``stop()`` marks the end: from then on :meth:`peak_mb` is the peak up to that moment, so
+    the final ``results.json`` and the results a run returns say the same; :attr:`kind` says what it measures (an
+    entry of :data:`KINDS`).
     """
 
     def __init__(self, device: torch.device) -> None:
         self.device = torch.device(device)
         self._method: str | None = None
         self._base = 0.0
+        self._final: float | None = None
+        self._stopped = False
 
     def start(self) -> None:
         """Mark the start of the run's training: reset the peak and note what is in memory now."""
+        self._final, self._stopped = None, False
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -123,8 +128,18 @@ class PeakMemory:
             return KINDS[self._method]
         return KINDS["cuda"] if self.device.type == "cuda" else KINDS["cpu-proc" if _STATUS.exists() else "cpu-rusage"]
 
+    def stop(self) -> None:
+        """Mark the end of the run's training: :meth:`peak_mb` keeps the peak measured now (no-op before
+        ``start`` or when stopped already)."""
+        if self._method is not None and not self._stopped:
+            self._final, self._stopped = self._measure(), True
+
     def peak_mb(self) -> float | None:
-        """The peak since :meth:`start` over what was in memory then, in MiB (``None`` before ``start``)."""
+        """The peak from :meth:`start` to now (or to :meth:`stop`) over what was in memory at the start, in MiB
+        (``None`` before ``start``)."""
+        return self._final if self._stopped else self._measure()
+
+    def _measure(self) -> float | None:
         if self._method is None:
             return None
         if self._method == "cuda":
