@@ -10,12 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from libmtl_repmtl import launch
 from libmtl_repmtl.benchmarks import BenchmarkSetupError, get
 from libmtl_repmtl.data.synthetic import generate
 from libmtl_repmtl.libmtl.bases import LibMTL
 from libmtl_repmtl.training import example_cli
+from libmtl_repmtl.training.experiment import weight_args_for
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The shared spec: beside the checkout (CI, /work/main) or inside it.
@@ -93,6 +95,45 @@ def test_libmtl_flags_without_our_meaning_are_refused(flags: list[str], message:
         pytest.skip(f"this LibMTL has no {flags[0]}")
     with pytest.raises(ValueError, match=message):
         _office(["--multi_input", "--dataset_path", "/d", "--save_path", "/s", *flags])
+
+
+def _parsed(family: str, argv: list[str]):
+    base = ["--dataset_path", "/d", "--save_path", "/s"] + (["--multi_input"] if family == "office" else [])
+    return example_cli.build_parser(family, base + argv).parse_args(base + argv)
+
+
+@pytest.mark.parametrize("family", sorted(LIBMTL_EXAMPLE_FLAGS))
+def test_libmtl_args_reach_the_run_with_libmtl_meaning(family: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    params = _parsed(family, ["--weighting", "DWA", "--arch", "HPS", "--rep_grad", "--seed", "7", "--optim", "sgd",
+                              "--lr", "0.01", "--weight_decay", "0.001", "--momentum", "0.8", "--scheduler", "step",
+                              "--step_size", "10", "--gamma", "0.3", "--T", "3.5", "--gpu_id", "1"])
+    _, opts = example_cli.options_from_args(family, params)
+    assert (opts["seed"], opts["optim"], opts["lr"], opts["weight_decay"], opts["momentum"]) == (7, "sgd", 0.01,
+                                                                                                 0.001, 0.8)
+    assert (opts["scheduler"], opts["step_size"], opts["gamma"], opts["rep_grad"]) == ("step", 10, 0.3, True)
+    assert weight_args_for(LibMTL.weighting.DWA, opts["params"])["T"] == 3.5  # a weighting's own flag
+    # --gpu_id N is cuda:N when the device is auto and CUDA is there; the CPU otherwise (auto resolves it)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert example_cli.options_from_args(family, params)[1]["device"] == "cuda:1"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert example_cli.options_from_args(family, params)[1]["device"] == "auto"
+    explicit = _parsed(family, ["--gpu_id", "1", "--device", "cpu"])
+    assert example_cli.options_from_args(family, explicit)[1]["device"] == "cpu"  # an explicit device wins
+
+
+@pytest.mark.skipif(not SPEC.exists(), reason="the shared spec is not beside this checkout")
+@pytest.mark.parametrize("family, spec_name", [("office", "office"), ("nyuv2", "nyu"), ("cityscapes", "cityscapes")])
+def test_defaults_are_the_specs(family: str, spec_name: str) -> None:
+    """Each default the spec gives in parentheses (``--train_bs (8)``, ``--bs (batch size, 64)``) is ours."""
+    section = SPEC.read_text().split("## LibMTL's own example flags", 1)[1]
+    line = next(ln for ln in section.splitlines() if ln.startswith(f"{spec_name}/main.py:"))
+    defaults = {flag: int(value) for flag, value in re.findall(r"(--\w+) \((?:[^)]*?, )?(\d+)\)", line)}
+    assert defaults, line
+    _, opts = example_cli.options_from_args(family, _parsed(family, []))
+    ours = {"--epochs": opts["epochs"], "--train_bs": opts["train_bs"], "--test_bs": opts["test_bs"]}
+    if family == "office":
+        ours["--bs"] = opts["train_bs"] if opts["train_bs"] == opts["test_bs"] else None
+    assert {flag: ours[flag] for flag in defaults} == defaults
 
 
 def test_cityscapes_train_mode_flag() -> None:
