@@ -15,6 +15,7 @@ import torch
 from libmtl_repmtl import launch
 from libmtl_repmtl.benchmarks import BenchmarkSetupError, get
 from libmtl_repmtl.data.synthetic import generate
+from libmtl_repmtl.libmtl import host
 from libmtl_repmtl.libmtl.bases import LibMTL
 from libmtl_repmtl.training import example_cli
 from libmtl_repmtl.training.experiment import weight_args_for
@@ -136,6 +137,23 @@ def test_defaults_are_the_specs(family: str, spec_name: str) -> None:
     assert {flag: ours[flag] for flag in defaults} == defaults
 
 
+def test_every_wrong_method_argument_is_named_at_once(capsys, tmp_path: Path) -> None:
+    """A wrong --weighting and a wrong --arch: one error that names both flags (exit status 2, nothing written);
+    a bilevel --weighting of the installed LibMTL (the git version's MOML) with a wrong --arch likewise."""
+    weightings = ["Nope", *sorted(host.bilevel_methods())[:1]]
+    for weighting in weightings:
+        argv = ["--weighting", weighting, "--arch", "Foo", "--dataset_path", str(tmp_path / "d"),
+                "--save_path", str(tmp_path / "s")]
+        assert example_cli.main("nyuv2", argv) == 2
+        err = capsys.readouterr().err
+        assert f"'{weighting}' (--weighting)" in err and "unknown architecture 'Foo' (--arch)" in err, err
+    assert not (tmp_path / "s").exists()
+    assert example_cli.main("nyuv2", ["--weighting", "EW", "--arch", "Foo", "--dataset_path", str(tmp_path / "d"),
+                                      "--save_path", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert "(--arch)" in err and "(--weighting)" not in err  # only the wrong one is named
+
+
 def test_cityscapes_train_mode_flag() -> None:
     argv = ["--dataset_path", "/d", "--save_path", "/s"]
     for extra, mode in (([], "train"), (["--train_mode", "trainval"], "trainval")):
@@ -182,3 +200,14 @@ def test_example_outside_the_environment_fails_with_one_line(family: str) -> Non
     assert proc.returncode == 2, proc.stderr
     assert proc.stdout == "" and proc.stderr.count("\n") == 1, proc.stderr
     assert "Traceback" not in proc.stderr and f".venv/bin/python {script}" in proc.stderr
+
+
+def test_readme_says_where_the_commands_run() -> None:
+    """The README tells a new user that its commands run inside ``.venv`` (through ``.venv/bin/`` or after
+    activating it), the rule the one-line error of an example outside the environment gives."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    rule = " ".join(readme.split("Every command in this README runs inside that environment", 1)[1].split()[:30])
+    assert ".venv/bin/libmtl-repmtl" in rule and ".venv/bin/python examples/" in rule and ". .venv/bin/activate" in rule
+    message = launch.environment_message("x.py", ["torch"])  # the same rule
+    assert ".venv/bin/python x.py" in message and ". .venv/bin/activate" in message
+    assert "bash scripts/setup.sh" in readme and "bash scripts/setup.sh" in message

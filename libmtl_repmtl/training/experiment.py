@@ -267,7 +267,7 @@ def run_experiment(benchmark: str, weighting: str | type, arch: str | type, data
     if unknown:
         raise ValueError(f"{spec.name}: unknown task(s) {unknown}; tasks are {list(spec.tasks)}")
 
-    wcls, acls = trainable_weighting(weighting), resolve_architecture(arch)
+    wcls, acls = _methods(weighting, arch)
     wargs = weight_args_for(wcls, params, weight_args)
     aargs = arch_args_for(acls, params, arch_args)
     env, owned = _join_torchrun(wcls, dist_backend, device)
@@ -289,6 +289,27 @@ def run_experiment(benchmark: str, weighting: str | type, arch: str | type, data
         barrier(env)
         cleanup(env)
     return results
+
+
+def _methods(weighting: str | type, arch: str | type) -> tuple[type, type]:
+    """The weighting and architecture classes of a run, or one error naming every one that is wrong.
+
+    Raises:
+        ValueError: the weighting's or the architecture's own error when one is wrong (unknown, or a method this
+            trainer refuses); both messages, one per line, when both are.
+    """
+    found: list[type] = []
+    errors: list[ValueError] = []
+    for resolve, name in ((trainable_weighting, weighting), (resolve_architecture, arch)):
+        try:
+            found.append(resolve(name))
+        except ValueError as exc:
+            errors.append(exc)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ValueError("\n".join(str(e) for e in errors)) from errors[0]
+    return found[0], found[1]
 
 
 def _join_torchrun(weighting: type, backend: str | None, device: str | torch.device) -> tuple[DistEnv | None, bool]:
