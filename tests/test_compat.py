@@ -1,5 +1,6 @@
-"""The compatibility layer: every patch's symptom on pristine LibMTL 1.1.5 (fresh subprocess, autoload off),
-its cure, idempotence, and no-op where a LibMTL does not show the symptom."""
+"""The compatibility layer: every patch's symptom on the installed, pristine LibMTL (fresh subprocess, autoload
+off), its cure, idempotence, and no-op where a LibMTL does not show the symptom. The device resolver and the
+patched Trainer's ``device=``: ``test_device.py``; undeclared dependencies: ``test_compat_dependencies.py``."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 from libmtl_repmtl.libmtl import compat
 from libmtl_repmtl.libmtl.compat import _common as compat_common
@@ -367,114 +367,21 @@ def test_noop_when_already_fixed_classes() -> None:
     class FixedCAGrad(LibMTL.weighting.CAGrad):
         pass
 
-    fake = _fake(weighting={"abstract_weighting": types.SimpleNamespace(AbsWeighting=FixedW), "CAGrad": FixedCAGrad},
+    class FixedSDMGrad:  # a projection that works on a point of the simplex
+        def euclidean_proj_simplex(self, v, s=1):
+            return v
+
+    fake = _fake(weighting={"abstract_weighting": types.SimpleNamespace(AbsWeighting=FixedW), "CAGrad": FixedCAGrad,
+                            "SDMGrad": FixedSDMGrad},
                  architecture={"abstract_arch": types.SimpleNamespace(AbsArchitecture=FixedA),
                                "HPS": LibMTL.architecture.HPS})
     for patch in (compat._patch_reset_grad, compat._patch_grad2vec, compat._patch_zero_grad_share_params,
-                  compat._patch_same_rep, compat._patch_cagrad_task_count, compat._patch_aligned_mtl_symeig):
+                  compat._patch_same_rep, compat._patch_cagrad_task_count, compat._patch_aligned_mtl_symeig,
+                  compat._patch_sdmgrad_alltrue):
         assert patch(fake) is False, patch.__name__
     assert "_reset_grad" not in vars(FixedW) and "forward" not in vars(FixedA) and "backward" not in vars(FixedCAGrad)
+    assert not hasattr(FixedSDMGrad.euclidean_proj_simplex, compat.MARKER)
 
 
 def test_noop_torchvision_utils_present() -> None:
     assert compat._ensure_torchvision_models_utils() is False  # already importable (shim or real)
-
-
-# ------------------------------------------------------------------ device resolution
-def test_resolve_device(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(compat.DEVICE_ENV, raising=False)
-    expected = "cuda:0" if torch.cuda.is_available() else "cpu"
-    assert str(compat.resolve_device()) == expected
-    assert str(compat.resolve_device("auto")) == expected
-    assert compat.resolve_device("cpu") == torch.device("cpu")
-    assert compat.resolve_device(torch.device("cpu")) == torch.device("cpu")
-    monkeypatch.setenv(compat.DEVICE_ENV, "cpu")
-    assert compat.resolve_device() == torch.device("cpu")
-    with pytest.raises(ValueError, match="invalid device"):
-        compat.resolve_device("gpu-please")
-    if NO_CUDA:
-        with pytest.raises(ValueError, match="CUDA is not available"):
-            compat.resolve_device("cuda:1")
-
-
-def test_trainer_device_env_and_keyword(monkeypatch: pytest.MonkeyPatch, capsys, libmtl_flavour) -> None:
-    from LibMTL.loss import CELoss
-    from LibMTL.metrics import AccMetric
-
-    def make(**kw):
-        td = {"a": {"metrics": ["Acc"], "metrics_fn": AccMetric(), "loss_fn": CELoss(), "weight": [1]}}
-        return LibMTL.Trainer(td, libmtl_flavour.arg(LibMTL.weighting.UW), libmtl_flavour.arg(LibMTL.architecture.HPS),
-                              lambda: nn.Linear(2, 2),
-                              nn.ModuleDict({"a": nn.Linear(2, 2)}), False, False, {"optim": "sgd", "lr": 0.1}, None,
-                              weight_args={}, arch_args={}, **kw)
-
-    monkeypatch.setenv(compat.DEVICE_ENV, "cpu")
-    t = make()
-    assert t.device == torch.device("cpu")
-    assert t.model.loss_scale.device.type == "cpu"  # weighting parameters follow self.device
-    monkeypatch.delenv(compat.DEVICE_ENV)
-    assert make(device="cpu").device == torch.device("cpu")
-    if NO_CUDA:
-        with pytest.raises(ValueError, match="CUDA is not available"):
-            make(device="cuda:1")
-
-
-# ------------------------------------------------------------------ undeclared dependencies (scipy; the git version's)
-_BLOCK = textwrap.dedent("""
-    import sys
-    class Block:
-        def find_spec(self, name, path=None, target=None):
-            if name == BLOCKED or name.startswith(BLOCKED + "."):
-                raise ModuleNotFoundError("No module named %r" % name, name=name)
-            return None
-    sys.meta_path.insert(0, Block())
-""")
-
-
-def _import_blocked(module: str, autoload: str) -> subprocess.CompletedProcess[str]:
-    code = f"BLOCKED = {module!r}\n" + _BLOCK + textwrap.dedent("""
-        try:
-            if AUTOLOAD == "1":
-                import LibMTL
-            else:
-                from libmtl_repmtl.libmtl.compat import ensure_libmtl
-                ensure_libmtl()
-            print("OK")
-        except ImportError as exc:
-            print("ERR", type(exc).__name__, exc)
-    """).replace("AUTOLOAD", repr(autoload))
-    if autoload == "1":
-        # the finder must sit behind the autoload hook, which is installed at interpreter start
-        code = "import libmtl_repmtl_autoload\n" + code
-    return _fresh(code, LIBMTL_REPMTL_AUTOLOAD=autoload)
-
-
-@pytest.mark.parametrize("autoload", ["0", "1"])
-def test_missing_scipy_is_explained(autoload: str) -> None:
-    proc = _import_blocked("scipy", autoload)
-    assert "ERR MissingDependencyError" in proc.stdout, proc.stdout + proc.stderr[-2000:]
-    assert "pip install" in proc.stdout and "scipy" in proc.stdout
-
-
-@pytest.mark.parametrize("module", ["cvxpy", "qpsolvers", "torch_geometric"])
-def test_missing_git_version_dependency_is_explained(module: str, libmtl_flavour) -> None:
-    """LibMTL 1.1.5 imports without them; the git version needs them at import: then the error says so."""
-    proc = _import_blocked(module, "0")
-    out = proc.stdout.strip()
-    assert out == "OK" or out.startswith("ERR MissingDependencyError"), proc.stdout + proc.stderr[-2000:]
-    if out != "OK":
-        assert module in out and "pip install 'libmtl_repmtl[libmtl-git]'" in out
-    if libmtl_flavour.bilevel:  # the git version (its Trainer runs bilevel methods) imports all three
-        assert out != "OK"
-
-
-@pytest.mark.parametrize("module", sorted(compat.UNDECLARED_DEPENDENCIES))
-def test_explain_import_error_names_the_install(module: str) -> None:
-    err = compat.explain_import_error(ModuleNotFoundError(f"No module named '{module}.x'", name=f"{module}.x"))
-    assert isinstance(err, compat.MissingDependencyError) and isinstance(err, ImportError)
-    assert f"LibMTL needs {module}" in str(err) and "pip install" in str(err) and err.name == f"{module}.x"
-
-
-def test_explain_import_error_ignores_others() -> None:
-    assert compat.explain_import_error(ModuleNotFoundError("x", name="numpy")) is None
-    assert compat.explain_import_error(ValueError("x")) is None

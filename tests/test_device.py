@@ -1,11 +1,14 @@
-"""The one device resolver: shared by our trainer, torchrun's set-up and LibMTL's patched Trainer."""
+"""The one device resolver: shared by our trainer, torchrun's set-up and LibMTL's patched Trainer (its ``device=``
+keyword and ``LIBMTL_DEVICE``)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from libmtl_repmtl.libmtl import compat
+from libmtl_repmtl.libmtl.bases import LibMTL
 from libmtl_repmtl.libmtl.compat import device as compat_device
 from libmtl_repmtl.training import device as training_device
 from libmtl_repmtl.training import distributed
@@ -51,3 +54,42 @@ def test_init_from_env_goes_through_the_resolver(monkeypatch):
     monkeypatch.setenv("RANK", "0")
     with pytest.raises(RuntimeError, match="names one GPU"):
         distributed.init_from_env(device="cuda:0")
+
+
+# ------------------------------------------------------------------ LibMTL's Trainer (patch trainer-device)
+def test_resolve_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(compat.DEVICE_ENV, raising=False)
+    expected = "cuda:0" if torch.cuda.is_available() else "cpu"
+    assert str(compat.resolve_device()) == expected
+    assert str(compat.resolve_device("auto")) == expected
+    assert compat.resolve_device("cpu") == torch.device("cpu")
+    assert compat.resolve_device(torch.device("cpu")) == torch.device("cpu")
+    monkeypatch.setenv(compat.DEVICE_ENV, "cpu")
+    assert compat.resolve_device() == torch.device("cpu")
+    with pytest.raises(ValueError, match="invalid device"):
+        compat.resolve_device("gpu-please")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            compat.resolve_device("cuda:1")
+
+
+def test_trainer_device_env_and_keyword(monkeypatch: pytest.MonkeyPatch, capsys, libmtl_flavour) -> None:
+    from LibMTL.loss import CELoss
+    from LibMTL.metrics import AccMetric
+
+    def make(**kw):
+        td = {"a": {"metrics": ["Acc"], "metrics_fn": AccMetric(), "loss_fn": CELoss(), "weight": [1]}}
+        return LibMTL.Trainer(td, libmtl_flavour.arg(LibMTL.weighting.UW), libmtl_flavour.arg(LibMTL.architecture.HPS),
+                              lambda: nn.Linear(2, 2),
+                              nn.ModuleDict({"a": nn.Linear(2, 2)}), False, False, {"optim": "sgd", "lr": 0.1}, None,
+                              weight_args={}, arch_args={}, **kw)
+
+    monkeypatch.setenv(compat.DEVICE_ENV, "cpu")
+    t = make()
+    assert t.device == torch.device("cpu")
+    assert t.model.loss_scale.device.type == "cpu"  # weighting parameters follow self.device
+    monkeypatch.delenv(compat.DEVICE_ENV)
+    assert make(device="cpu").device == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            make(device="cuda:1")
