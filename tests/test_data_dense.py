@@ -13,11 +13,6 @@ from libmtl_repmtl.data.dense import CityscapesDataset, DatasetFormatError, NYUv
 from libmtl_repmtl.data.synthetic import generate
 
 
-@pytest.fixture(scope="module")
-def nyu_root(tmp_path_factory) -> Path:
-    return generate("nyuv2", tmp_path_factory.mktemp("nyu"), size=4, test_size=2, height=16, width=24, seed=1)
-
-
 @pytest.fixture
 def nyu_copy(nyu_root, tmp_path) -> Path:
     dst = tmp_path / "nyu"
