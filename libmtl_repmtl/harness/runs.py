@@ -10,7 +10,7 @@ from pathlib import Path
 
 from libmtl_repmtl.harness.methods import method_spec
 from libmtl_repmtl.harness.plan import RunSpec
-from libmtl_repmtl.training.results import ResultsFileError, read_results
+from libmtl_repmtl.training.results import ResultsFileError, RunResults, read_results
 
 Records = dict[tuple[str, str], dict[int, "RunRecord"]]  # (benchmark, method) -> seed -> record
 
@@ -37,14 +37,19 @@ class RunRecord:
     peak_memory_kind: str = ""
 
 
-def is_complete(save_path: Path, epochs: int | None = None) -> bool:
-    """Whether ``save_path/results.json`` is a valid results file of a finished run (all ``epochs`` epochs,
-    when given)."""
+def read_complete(save_path: Path, epochs: int | None = None) -> RunResults | None:
+    """The results in ``save_path/results.json`` when it is a valid results file of a finished run (all ``epochs``
+    epochs, when given), else None. What "finished" means for the harness (summary, selection, skipping)."""
     try:
         res = read_results(save_path / "results.json")
     except ResultsFileError:
-        return False
-    return res.complete and (epochs is None or res.epochs_done >= epochs)
+        return None
+    return res if res.complete and (epochs is None or res.epochs_done >= epochs) else None
+
+
+def is_complete(save_path: Path, epochs: int | None = None) -> bool:
+    """Whether ``save_path`` holds a finished run (:func:`read_complete`)."""
+    return read_complete(save_path, epochs) is not None
 
 
 def read_run(save_path: Path) -> RunRecord:
@@ -53,7 +58,11 @@ def read_run(save_path: Path) -> RunRecord:
     Raises:
         ResultsFileError: the file does not follow the results contract (the message names it).
     """
-    res = read_results(save_path / "results.json")
+    return record_of(read_results(save_path / "results.json"))
+
+
+def record_of(res: RunResults) -> RunRecord:
+    """The summary's view of one run's results."""
     test = res.test_at_best or {}
     metrics = {t: {m: float(v) for m, v in ms.items() if v is not None and math.isfinite(v)}
                for t, ms in test.items()}
@@ -86,10 +95,11 @@ def collect(grid: Sequence[RunSpec]) -> tuple[Records, list[str]]:
     for run in grid:
         key = (run.benchmark, run.method, run.seed)
         expected[key] = expected.get(key, 0) + 1
-        if not is_complete(run.save_path, run.options.get("epochs")):
+        res = read_complete(run.save_path, run.options.get("epochs"))
+        if res is None:
             problems.append(f"{run.label}: no complete results.json")
             continue
-        by_seed.setdefault(key, []).append(read_run(run.save_path))
+        by_seed.setdefault(key, []).append(record_of(res))
     out: Records = {}
     for (b, m, s), recs in by_seed.items():
         if len(recs) != expected[(b, m, s)]:
@@ -98,4 +108,4 @@ def collect(grid: Sequence[RunSpec]) -> tuple[Records, list[str]]:
     return out, problems
 
 
-__all__ = ["Records", "RunRecord", "collect", "is_complete", "read_run"]
+__all__ = ["Records", "RunRecord", "collect", "is_complete", "read_complete", "read_run", "record_of"]

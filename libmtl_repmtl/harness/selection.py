@@ -28,8 +28,9 @@ from libmtl_repmtl.core.config import RepMTLConfig
 from libmtl_repmtl.core.presets import REPMTL_WEIGHTING, parse_method
 from libmtl_repmtl.harness.methods import STL
 from libmtl_repmtl.harness.plan import RunSpec
+from libmtl_repmtl.harness.runs import read_complete
 from libmtl_repmtl.training.deltap import partial_delta_p
-from libmtl_repmtl.training.results import ResultsFileError, RunResults, Scores, read_results
+from libmtl_repmtl.training.results import RunResults, Scores
 
 #: The paper's numbers, the reference of :func:`paper_distance`.
 PAPER_LAMBDA, PAPER_TAU = 0.9, 0.1
@@ -89,11 +90,7 @@ def _val(record_val: Scores | None, tasks: Sequence[str], metric_names: Mapping[
 
 
 def _read(run: RunSpec) -> RunResults | None:
-    try:
-        res = read_results(run.save_path / "results.json")
-    except ResultsFileError:
-        return None
-    return res if res.complete else None
+    return read_complete(run.save_path, run.options.get("epochs"))
 
 
 def stl_val_baseline(grid: Sequence[RunSpec], benchmark: str) -> dict[str, list[float]] | None:

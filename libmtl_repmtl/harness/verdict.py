@@ -34,9 +34,14 @@ class Comparison:
     n_seeds: int
 
 
+def _ours(rows: Sequence[SummaryRow]) -> dict[tuple[str, str], SummaryRow]:
+    """The grid's own rows (not the published ones) by (benchmark, method)."""
+    return {(r.benchmark, r.method): r for r in rows if r.source == "ours"}
+
+
 def compare(rows: Sequence[SummaryRow], method: str, reference: str) -> list[Comparison]:
     """``method`` against ``reference`` on every benchmark where both have a Δp_task row of ours."""
-    ours = {(r.benchmark, r.method): r for r in rows if r.source == "ours" and r.delta_p_task is not None}
+    ours = _ours(rows)
     out = []
     for b in dict.fromkeys(r.benchmark for r in rows):
         m, ref = ours.get((b, method)), ours.get((b, reference))
@@ -65,8 +70,8 @@ def render_verdict(rows: Sequence[SummaryRow], method: str = "RepMTL", reference
         phrase = {"on par": "is on par with"}.get(c.outcome, c.outcome)
         out.write(f"| {c.benchmark} | {c.diff:+.2f} | {c.spread:.2f} | {c.method} {phrase} {c.reference} | "
                   f"{c.n_seeds} |\n")
-    ours = {(r.benchmark, r.method): r for r in rows if r.source == "ours"}
-    benchmarks = list(dict.fromkeys(r.benchmark for r in rows if r.source == "ours"))
+    ours = _ours(rows)
+    benchmarks = list(dict.fromkeys(b for b, _ in ours))
     out.write("\n## Ablation\n\nTest Δp_task, mean ± std over seeds; the paper's columns are its NYUv2 and "
               "Cityscapes ablation (Δp_task, mean of 3 runs).\n\n")
     out.write("| terms | method | " + " | ".join(benchmarks) + " | paper NYUv2 | paper Cityscapes |\n")
