@@ -63,6 +63,21 @@ def lent_attribute(module: Any, name: str, value: Any) -> Iterator[None]:
                 delattr(module, name)
 
 
+def lend_while_running(cls: type, method: str, module: Any, name: str, value: Any, patch: str, note: str) -> None:
+    """Replace ``cls.<method>`` by a wrapper that runs the original with ``module.<name>`` lent as ``value``
+    (:func:`lent_attribute`), marked as installed by ``patch``; ``note`` ends its docstring."""
+    original = getattr(cls, method)
+
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with lent_attribute(module, name, value):
+            return original(self, *args, **kwargs)
+
+    wrapper.__name__, wrapper.__qualname__ = original.__name__, original.__qualname__
+    wrapper.__doc__ = (original.__doc__ or "") + f"\n\nPatched by libmtl_repmtl: {note}"
+    wrapper.__wrapped__ = original  # type: ignore[attr-defined]
+    setattr(cls, method, _mark(wrapper, patch))
+
+
 def tiny_parts(libmtl: Any) -> tuple[Any, Any]:
     """A stub weighting-with-encoder class (``Linear(2, 2)``, CPU) for the probes, and ``torch``."""
     import torch

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from libmtl_repmtl.libmtl.compat._common import _mark, _marked, lent_attribute, probe_step
+from libmtl_repmtl.libmtl.compat._common import _marked, lend_while_running, lent_attribute, probe_step
 
 
 def _symeig(input: Any, eigenvectors: bool = False, upper: bool = True) -> tuple[Any, Any]:
@@ -47,13 +47,8 @@ def _patch_aligned_mtl_symeig(libmtl: Any) -> bool:
         return False
     if not _aligned_mtl_symptom(libmtl):
         return False
-    original = aligned.backward
+    import torch
 
-    def backward(self: Any, losses: Any, **kwargs: Any) -> Any:
-        with _symeig_available():
-            return original(self, losses, **kwargs)
-
-    backward.__doc__ = (original.__doc__ or "") + "\n\nPatched by libmtl_repmtl: torch.symeig via torch.linalg.eigh."
-    backward.__wrapped__ = original  # type: ignore[attr-defined]
-    aligned.backward = _mark(backward, "aligned-mtl-symeig")
+    lend_while_running(aligned, "backward", torch, "symeig", _symeig, "aligned-mtl-symeig",
+                       "torch.symeig via torch.linalg.eigh.")
     return True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from libmtl_repmtl.libmtl.compat._common import _mark, _marked, lent_attribute
+from libmtl_repmtl.libmtl.compat._common import _marked, lend_while_running
 
 #: A point already on the probability simplex: the input that takes the removed-function branch.
 _SIMPLEX_POINT = (0.5, 0.5)
@@ -36,16 +36,8 @@ def _patch_sdmgrad_alltrue(libmtl: Any) -> bool:
         return False
     if not _sdmgrad_symptom(sdmgrad):
         return False
-    original = sdmgrad.euclidean_proj_simplex
+    import numpy as np
 
-    def euclidean_proj_simplex(self: Any, *args: Any, **kwargs: Any) -> Any:
-        import numpy as np
-
-        with lent_attribute(np, "alltrue", np.all):
-            return original(self, *args, **kwargs)
-
-    euclidean_proj_simplex.__doc__ = ((original.__doc__ or "")
-                                      + "\n\nPatched by libmtl_repmtl: numpy.alltrue is numpy.all while it runs.")
-    euclidean_proj_simplex.__wrapped__ = original  # type: ignore[attr-defined]
-    sdmgrad.euclidean_proj_simplex = _mark(euclidean_proj_simplex, "sdmgrad-alltrue")
+    lend_while_running(sdmgrad, "euclidean_proj_simplex", np, "alltrue", np.all, "sdmgrad-alltrue",
+                       "numpy.alltrue is numpy.all while it runs.")
     return True
