@@ -8,7 +8,8 @@ import math
 import pytest
 
 from libmtl_repmtl.benchmarks import get
-from libmtl_repmtl.training.deltap import DeltaP, delta_p, load_baseline, validate_baseline
+from libmtl_repmtl.training.deltap import DeltaP, delta_p, validate_baseline
+from libmtl_repmtl.training.experiment import resolve_baseline
 
 PAPER = ("nyuv2", "cityscapes", "office-31", "office-home")
 #: The benchmarks' own tables (each module of libmtl_repmtl.benchmarks holds its baseline and published rows).
@@ -110,26 +111,57 @@ def test_definition_and_errors():
         delta_p({"a": [1.0]}, {"a": [0.0]}, {"a": [1]})
 
 
-def test_load_baseline_file(tmp_path):
+def _resolve(benchmark: str, baseline, tasks=None):
+    spec = get(benchmark)
+    return resolve_baseline(spec, baseline, spec.task_dict(list(tasks or spec.tasks), {}))
+
+
+def test_baseline_file(tmp_path):
     p = tmp_path / "b.json"
     p.write_text(json.dumps({"segmentation": [0.6, 0.9], "depth": {"rel_err": 40.0, "abs_err": 0.013}}))
-    assert load_baseline(p, "cityscapes") == {"segmentation": [0.6, 0.9], "depth": [0.013, 40.0]}
-    p.write_text(json.dumps({"cityscapes": {"segmentation": [0.6, 0.9]}, "nyuv2": {}}))
-    assert load_baseline(p, "cityscapes") == {"segmentation": [0.6, 0.9]}
-    p.write_text(json.dumps({"segmentaton": [0.6, 0.9]}))
-    with pytest.raises(ValueError, match=r"b\.json: unknown task 'segmentaton'"):
-        load_baseline(p, "cityscapes")
+    assert _resolve("cityscapes", p) == ({"segmentation": [0.6, 0.9], "depth": [0.013, 40.0]}, str(p))
+    assert _resolve("cityscapes", p, ["depth"])[0] == {"depth": [0.013, 40.0]}  # a task the run does not train
+    p.write_text(json.dumps({"cityscapes": {"segmentation": [0.6, 0.9], "depth": [0.013, 40.0]}, "nyuv2": {}}))
+    assert _resolve("cityscapes", p)[0] == {"segmentation": [0.6, 0.9], "depth": [0.013, 40.0]}
+    p.write_text(json.dumps({"segmentaton": [0.6, 0.9], "depth": [0.013, 40.0]}))  # misspelt: never dropped
+    with pytest.raises(ValueError, match=r"b\.json: unknown task\(s\) \['segmentaton'\] for cityscapes"):
+        _resolve("cityscapes", p)
     p.write_text(json.dumps({"segmentation": [0.6]}))
     with pytest.raises(ValueError, match="has 1 values but cityscapes has 2 metrics"):
-        load_baseline(p, "cityscapes")
+        _resolve("cityscapes", p)
     p.write_text(json.dumps({"segmentation": [69.06, 91.54]}))
     with pytest.raises(ValueError, match="looks like percent"):
-        load_baseline(p, "cityscapes")
+        _resolve("cityscapes", p)
     p.write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
-        load_baseline(p)
-    with pytest.raises(ValueError, match="cannot read"):
-        load_baseline(tmp_path / "missing.json")
+        _resolve("cityscapes", p)
+    with pytest.raises(ValueError, match="cannot read the file"):
+        _resolve("cityscapes", tmp_path / "missing.json")
+
+
+def test_baseline_file_of_a_benchmark_without_a_published_row(tmp_path):
+    """A CPU benchmark's baseline file is checked against the run's metrics too: no key, metric or value is
+    silently dropped."""
+    p = tmp_path / "b.json"
+    p.write_text(json.dumps({"left": [0.9], "right": {"Acc": 0.8}}))
+    assert _resolve("multimnist", p)[0] == {"left": [0.9], "right": [0.8]}
+    for table, match in (({"lft": [0.9], "right": [0.8]}, r"unknown task\(s\) \['lft'\] for multimnist"),
+                         ({"left": {"acc": 0.9}}, r"metrics must be exactly \['Acc'\]"),
+                         ({"left": [None]}, "must be a finite non-zero number"),
+                         ({"left": [0.9, 0.1]}, "has 2 values but the task has 1 metrics")):
+        p.write_text(json.dumps(table))
+        with pytest.raises(ValueError, match=match):
+            _resolve("multimnist", p)
+
+
+def test_spec_baseline_is_the_benchmarks_row() -> None:
+    table, source = _resolve("cityscapes", "spec")
+    assert source == "spec (cityscapes)" and set(table) == {"segmentation", "depth"}
+    assert _resolve("multimnist", "spec") == (None, None)  # no published row
+    assert _resolve("cityscapes", "none") == (None, None)
+
+
+def test_validate_baseline_other_benchmarks() -> None:
     # other benchmarks: any task names, lists of numbers
     assert validate_baseline({"left": [0.9], "right": [0.8]}, "multimnist") == {"left": [0.9], "right": [0.8]}
     with pytest.raises(ValueError, match="non-zero"):

@@ -18,14 +18,11 @@ that declares its units.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, NamedTuple
 
-from libmtl_repmtl.benchmarks import Benchmark, canonical_name, find
+from libmtl_repmtl.benchmarks import Benchmark, find
 
 
 class DeltaP(NamedTuple):
@@ -128,13 +125,15 @@ def _declared(benchmark: str | None) -> Benchmark | None:
     return bench if bench is not None and bench.baseline is not None else None
 
 
-def validate_baseline(table: Any, benchmark: str | None = None, source: str = "baseline") -> dict[str, list[float]]:
+def validate_baseline(table: Any, benchmark: str | None = None, source: str = "baseline",
+                      metric_names: Mapping[str, Sequence[str]] | None = None) -> dict[str, list[float]]:
     """Check and normalise a baseline table: ``{task: [values...]}`` or ``{task: {metric: value}}``.
 
     For a registered benchmark that declares a baseline (the paper's four) task names must be the benchmark's,
     each task needs exactly its metrics (a ``{metric: value}`` mapping is put in metric order), and fraction
     metrics (mIoU, pixAcc, within-angle ratios, accuracy) must be fractions (<= 1), not percent. Other
-    benchmarks: any task names, non-empty lists of finite non-zero numbers.
+    benchmarks: the same checks of task and metric names against ``metric_names`` (task -> metric names, e.g. a
+    run's task dict) when given, else any task names; always non-empty lists of finite non-zero numbers.
 
     Returns:
         task -> list of float.
@@ -147,12 +146,13 @@ def validate_baseline(table: Any, benchmark: str | None = None, source: str = "b
     if not isinstance(table, Mapping) or not table:
         raise ValueError(f"{source}: expected a non-empty JSON object {{task: [values...]}}, got "
                          f"{type(table).__name__}")
-    names = bench.metric_names() if bench is not None else None
+    names = bench.metric_names() if bench is not None else (
+        {t: list(ms) for t, ms in metric_names.items()} if metric_names is not None else None)
     percent = bench.baseline.percent if bench is not None and bench.baseline is not None else None
     out: dict[str, list[float]] = {}
     for task, vals in table.items():
         if names is not None and task not in names:
-            raise ValueError(f"{source}: unknown task {task!r} for {b}; tasks are {list(names)}")
+            raise ValueError(f"{source}: unknown task {task!r}{f' for {b}' if b else ''}; tasks are {list(names)}")
         if isinstance(vals, Mapping):
             if names is None:
                 raise ValueError(f"{source}: task {task!r}: give a list of values in metric order "
@@ -166,8 +166,8 @@ def validate_baseline(table: Any, benchmark: str | None = None, source: str = "b
         if not isinstance(vals, (list, tuple)) or not vals:
             raise ValueError(f"{source}: task {task!r}: expected a non-empty list of numbers, got {vals!r}")
         if names is not None and len(vals) != len(names[task]):
-            raise ValueError(f"{source}: task {task!r} has {len(vals)} values but {b} has {len(names[task])} "
-                             f"metrics {names[task]} (in this order)")
+            raise ValueError(f"{source}: task {task!r} has {len(vals)} values but {b or 'the task'} has "
+                             f"{len(names[task])} metrics {names[task]} (in this order)")
         row = []
         for k, v in enumerate(vals):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)) or v == 0:
@@ -180,28 +180,4 @@ def validate_baseline(table: Any, benchmark: str | None = None, source: str = "b
     return out
 
 
-def load_baseline(path: str | os.PathLike[str], benchmark: str | None = None) -> dict[str, list[float]]:
-    """Read a user baseline JSON file (``{task: [values...]}`` or ``{task: {metric: value}}``, metric units;
-    a file ``{benchmark: {...}}`` holding several benchmarks is accepted too) and validate it with
-    :func:`validate_baseline`.
-
-    Raises:
-        ValueError: unreadable file, invalid JSON, or an invalid table (the message names the file).
-    """
-    p = Path(os.fspath(path)).expanduser()
-    try:
-        raw = json.loads(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ValueError(f"{p}: cannot read the baseline file ({exc.strerror or exc}); pass an existing JSON "
-                         "file {task: [values...]}") from None
-    except ValueError as exc:
-        raise ValueError(f"{p}: not valid JSON ({exc}); expected {{task: [values...]}}") from None
-    if isinstance(raw, Mapping) and benchmark is not None:
-        for key, val in raw.items():
-            if isinstance(val, Mapping) and canonical_name(str(key)) == canonical_name(benchmark):
-                raw = val
-                break
-    return validate_baseline(raw, benchmark, source=str(p))
-
-
-__all__ = ["DeltaP", "delta_p", "load_baseline", "partial_delta_p", "relative_changes", "validate_baseline"]
+__all__ = ["DeltaP", "delta_p", "partial_delta_p", "relative_changes", "validate_baseline"]

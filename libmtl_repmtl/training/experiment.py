@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from libmtl_repmtl.benchmarks import Benchmark, get
+from libmtl_repmtl.benchmarks import Benchmark, canonical_name, get
 from libmtl_repmtl.libmtl.bases import LibMTL
 from libmtl_repmtl.libmtl.capabilities import resolve_architecture
 from libmtl_repmtl.training.amp import AmpConfig
@@ -116,23 +116,6 @@ def _metric_names(task_dict: Mapping[str, Mapping[str, Any]]) -> dict[str, list[
     return {t: list(d["metrics"]) for t, d in task_dict.items()}
 
 
-def _as_lists(raw: Mapping[str, Any], names: Mapping[str, Sequence[str]], source: str) -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = {}
-    for task, vals in raw.items():
-        if task not in names:
-            continue
-        if isinstance(vals, Mapping):
-            out[task] = [vals.get(m) for m in names[task]]
-        elif isinstance(vals, (list, tuple)):
-            if len(vals) != len(names[task]):
-                raise ValueError(f"baseline {source}: task {task!r} has {len(vals)} values but the task has "
-                                 f"{len(names[task])} metrics {list(names[task])}")
-            out[task] = list(vals)
-        else:
-            raise ValueError(f"baseline {source}: task {task!r}: expected a list or a metric -> value mapping")
-    return out
-
-
 def resolve_baseline(spec: Benchmark, baseline: str | os.PathLike[str] | Mapping[str, Any] | None,
                      task_dict: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, list[Any]] | None, str | None]:
     """The Δp baseline (task -> values in metric order) and a description of its source.
@@ -140,11 +123,14 @@ def resolve_baseline(spec: Benchmark, baseline: str | os.PathLike[str] | Mapping
     ``baseline``: ``"spec"`` (the benchmark's own single-task row, :attr:`~Benchmark.baseline`, in metric
     units; none for benchmarks without one), ``"none"`` /
     ``None`` (no Δp), a JSON file (``{task: {metric: value}}`` or ``{task: [values]}``, metric units; a file
-    ``{benchmark: {...}}`` is accepted) or such a mapping. Paper benchmarks' tables are validated by
-    :func:`libmtl_repmtl.training.deltap.validate_baseline` (e.g. fractions, not percent).
+    ``{benchmark: {...}}`` is accepted) or such a mapping. Every key must be a task of the benchmark (tasks this
+    run does not train are skipped); the run's tasks are checked by
+    :func:`libmtl_repmtl.training.deltap.validate_baseline` against the run's metrics (exact metric names, finite
+    non-zero numbers; fractions, not percent, for the paper's benchmarks).
 
     Raises:
-        ValueError: unreadable file, or values that do not match the tasks' metrics.
+        ValueError: unreadable file, a key that is no task of the benchmark, or values that do not match the
+            tasks' metrics (the message names the file, the task and what to fix).
     """
     names = _metric_names(task_dict)
     if baseline is None or (isinstance(baseline, str) and baseline.lower() == "none"):
@@ -152,30 +138,37 @@ def resolve_baseline(spec: Benchmark, baseline: str | os.PathLike[str] | Mapping
     if isinstance(baseline, str) and baseline.lower() == "spec":
         if spec.baseline is None:
             return None, None
-        return _as_lists(spec.baseline.values, names, spec.name) or None, f"spec ({spec.name})"
-    if isinstance(baseline, Mapping):
-        raw: Any = baseline
-        source = "mapping"
+        raw: Any = spec.baseline.values
+        source = f"spec ({spec.name})"
+    elif isinstance(baseline, Mapping):
+        raw, source = baseline, "mapping"
     else:
-        path = Path(os.fspath(baseline)).expanduser()
-        source = str(path)
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ValueError(f"--baseline {path}: cannot read the file ({exc}); pass a JSON file "
-                             "{task: {metric: value}}, 'spec' or 'none'") from None
-        except ValueError as exc:
-            raise ValueError(f"--baseline {path}: not valid JSON ({exc})") from None
+        raw, source = _read_baseline_file(Path(os.fspath(baseline)).expanduser())
     if not isinstance(raw, Mapping):
         raise ValueError(f"--baseline {source}: expected a JSON object task -> {{metric: value}}")
-    if isinstance(raw.get(spec.name), Mapping):
-        raw = raw[spec.name]
-    out = _as_lists(raw, names, source)
-    if not out:
+    own = canonical_name(spec.name)  # a file {benchmark: {...}, ...} holding several benchmarks: this one's part
+    raw = next((v for k, v in raw.items() if isinstance(v, Mapping) and canonical_name(str(k)) == own), raw)
+    unknown = [t for t in raw if t not in spec.tasks]
+    if unknown:
+        raise ValueError(f"--baseline {source}: unknown task(s) {unknown} for {spec.name}; its tasks are "
+                         f"{list(spec.tasks)} (a file for several benchmarks: {{benchmark: {{task: ...}}}})")
+    table = {t: v for t, v in raw.items() if t in names}  # the benchmark's tasks that this run trains
+    if not table:
+        if source.startswith("spec"):
+            return None, source
         raise ValueError(f"--baseline {source}: no entry for the tasks {list(names)}")
-    if spec.baseline is not None:
-        out = validate_baseline(out, spec.name, source=source)
-    return out, source
+    return validate_baseline(table, spec.name, source=source, metric_names=names), source
+
+
+def _read_baseline_file(path: Path) -> tuple[Any, str]:
+    """The JSON of a ``--baseline`` file and its name (errors name the file and the expected contents)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8")), str(path)
+    except OSError as exc:
+        raise ValueError(f"--baseline {path}: cannot read the file ({exc}); pass a JSON file "
+                         "{task: {metric: value}}, 'spec' or 'none'") from None
+    except ValueError as exc:
+        raise ValueError(f"--baseline {path}: not valid JSON ({exc})") from None
 
 
 def set_seed(seed: int, device: torch.device) -> None:
