@@ -16,6 +16,7 @@ from libmtl_repmtl.core import (
     RepMTLConfig,
     csa_loss,
     regularised_objective,
+    repmtl_backward,
     tsr_entropy_map,
     tsr_loss,
 )
@@ -168,6 +169,17 @@ def test_non_finite_loss_names_task_and_step_and_updates_nothing():
     with pytest.raises(NonFiniteLossError, match=r"'depth' = nan.*step 1|step 1.*'depth' = nan"):
         model.backward(losses)
     assert all(p.grad is None for p in model.parameters()), "no gradient may be applied"
+
+
+def test_overflowing_settings_are_named_when_the_objective_is_not_finite():
+    """Finite losses but a temperature so small that CSA overflows: the error names the settings and the fix."""
+    sources = [torch.randn(4, 3, 2, 2, requires_grad=True) for _ in range(2)]
+    copies = [s.detach().requires_grad_() for s in sources]
+    losses = torch.stack([(c ** 2).mean() + 1 for c in copies])
+    with pytest.raises(NonFiniteLossError, match=r"tau=1e-40: a tiny tau or huge lambdas overflow") as err:
+        repmtl_backward(losses, sources, copies, RepMTLConfig(tau=1e-40), step=3)
+    assert "at step 3" in str(err.value) and "task losses are finite" in str(err.value)
+    assert all(s.grad is None for s in sources)  # nothing was backpropagated
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

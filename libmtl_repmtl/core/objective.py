@@ -27,6 +27,9 @@ from libmtl_repmtl.core.csa import GatherFn, csa_loss
 from libmtl_repmtl.core.saliency import stack_saliencies, task_objectives, task_saliencies
 from libmtl_repmtl.core.tsr import tsr_loss
 
+#: The default hyper-parameters, quoted when a setting makes the objective overflow.
+_DEFAULTS = RepMTLConfig()
+
 
 class NonFiniteLossError(FloatingPointError):
     """A task loss (or the regularised objective) is NaN or infinite; no gradient was applied."""
@@ -173,9 +176,14 @@ def repmtl_backward(
     terms = regularised_objective(losses, copies, config, gather)
     if not bool(torch.isfinite(terms.total.detach())):
         where = f" at step {step}" if step is not None else ""
+        cfg = config or _DEFAULTS
         raise NonFiniteLossError(
             f"Rep-MTL: the regularised objective is not finite{where} "
-            f"(L_tsr={terms.tsr.item()}, L_csa={terms.csa.item()}); no parameter was updated."
+            f"(L_tsr={terms.tsr.item()}, L_csa={terms.csa.item()}; the task losses are finite); no parameter was "
+            f"updated. With lambda_tsr={cfg.lambda_tsr}, lambda_csa={cfg.lambda_csa}, tau={cfg.tau}: a "
+            "tiny tau or huge lambdas overflow the regularisers; use values of the order of the defaults "
+            f"({_DEFAULTS.lambda_tsr}, {_DEFAULTS.lambda_csa}, {_DEFAULTS.tau}), or lower the learning rate if the "
+            "model diverged."
         )
     for cp in copies:
         cp.grad = None
