@@ -137,6 +137,17 @@ def test_defaults_are_the_specs(family: str, spec_name: str) -> None:
     assert {flag: ours[flag] for flag in defaults} == defaults
 
 
+def test_repmtl_flags_with_another_weighting_are_refused() -> None:
+    """``--RepMTL_tau 0.5`` with EW: nothing would read it, so it is an error naming the flag; with RepMTL (and with
+    EW when the flags stay at their defaults) the run's options are built."""
+    with pytest.raises(ValueError, match=r"--RepMTL_tau: Rep-MTL's settings, but --weighting EW does not read them"):
+        example_cli.options_from_args("nyuv2", _parsed("nyuv2", ["--weighting", "EW", "--RepMTL_tau", "0.5"]))
+    _, opts = example_cli.options_from_args("nyuv2", _parsed("nyuv2", ["--weighting", "RepMTL", "--RepMTL_tau",
+                                                                       "0.5", "--arch", "RepHPS"]))
+    assert weight_args_for(LibMTL.weighting.RepMTL, opts["params"])["RepMTL_tau"] == 0.5
+    example_cli.options_from_args("nyuv2", _parsed("nyuv2", ["--weighting", "EW"]))
+
+
 def test_every_wrong_method_argument_is_named_at_once(capsys, tmp_path: Path) -> None:
     """A wrong --weighting and a wrong --arch: one error that names both flags (exit status 2, nothing written);
     a bilevel --weighting of the installed LibMTL (the git version's MOML) with a wrong --arch likewise."""

@@ -36,9 +36,11 @@ import libmtl_repmtl
 libmtl_repmtl.register()  # the plugin flags join LibMTL.config before this module builds its parser
 
 from libmtl_repmtl.benchmarks import BenchmarkSetupError, get  # noqa: E402
+from libmtl_repmtl.core.config import RepMTLConfig  # noqa: E402
 from libmtl_repmtl.data.office import OFFICE_DOMAINS  # noqa: E402
 from libmtl_repmtl.libmtl.bases import LibMTL  # noqa: E402
 from libmtl_repmtl.libmtl.capabilities import resolve_architecture, resolve_weighting  # noqa: E402
+from libmtl_repmtl.libmtl.weighting import RepMTL  # noqa: E402
 from libmtl_repmtl.models.pretrained import PretrainedWeightsError  # noqa: E402
 from libmtl_repmtl.training.amp import add_amp_args  # noqa: E402
 from libmtl_repmtl.training.distributed import add_distributed_args  # noqa: E402
@@ -159,9 +161,27 @@ def _refuse_unsupported(params: argparse.Namespace) -> None:
                          "--resume (it reads SAVE_PATH/last.pt)")
 
 
+def _refuse_foreign_repmtl_flags(params: argparse.Namespace) -> None:
+    """``--RepMTL_<field>`` flags set away from their defaults are Rep-MTL's settings: with a weighting that is not
+    RepMTL (or a subclass) nothing reads them, so they are refused instead of silently ignored. An unknown
+    ``--weighting`` is left to its own error."""
+    changed = [f"--{k}" for k, default in RepMTLConfig().to_weight_args().items()
+               if hasattr(params, k) and getattr(params, k) != default]
+    if not changed:
+        return
+    try:
+        weighting = resolve_weighting(params.weighting)
+    except ValueError:
+        return
+    if not issubclass(weighting, RepMTL):
+        raise ValueError(f"{', '.join(changed)}: Rep-MTL's settings, but --weighting {params.weighting} does not "
+                         "read them; drop them or use --weighting RepMTL")
+
+
 def options_from_args(family: str, params: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     """The benchmark name and ``run_experiment`` keyword arguments of parsed flags."""
     _refuse_unsupported(params)
+    _refuse_foreign_repmtl_flags(params)
     if family == "office":
         benchmark = params.dataset
         if not params.multi_input:
