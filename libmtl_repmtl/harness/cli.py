@@ -30,7 +30,6 @@ published baseline, else ``stl``).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -40,6 +39,7 @@ from typing import Any
 from libmtl_repmtl.benchmarks import UnknownBenchmarkError, get
 from libmtl_repmtl.core.presets import PRESETS
 from libmtl_repmtl.harness.execute import Runner, execute
+from libmtl_repmtl.harness.flags import check_seeds, check_weight_args, parse_dataset_paths, parse_options
 from libmtl_repmtl.harness.methods import ALL, all_weightings, left_out_of_all, method_specs
 from libmtl_repmtl.harness.plan import SUITES, RunSpec, plan_grid, suite_methods
 from libmtl_repmtl.harness.report import write_summary
@@ -48,16 +48,6 @@ from libmtl_repmtl.harness.selection_report import write_selection
 from libmtl_repmtl.harness.verdict import write_verdict
 from libmtl_repmtl.libmtl.capabilities import resolve_architecture, resolve_weighting
 from libmtl_repmtl.training.experiment import run_experiment
-
-
-def _parse_kv(items: Sequence[str], what: str) -> dict[str, str]:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise SystemExit(f"error: {what} must be BENCHMARK=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        out[k] = v
-    return out
 
 
 def _methods_from(path: str, top: int | None) -> list[str]:
@@ -90,17 +80,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read further methods from FILE, one per line (e.g. a sweep's selection_top.txt; blank "
                         "lines and lines starting with # are skipped); with --methods, those come first")
     p.add_argument("--top", type=int, metavar="N", help="with --methods-from: only its first N methods")
-    p.add_argument("--seeds", nargs="+", type=int, help="training seeds")
+    p.add_argument("--seeds", nargs="+", type=int,
+                   help="training seeds, each once, from 0 to 2**32-1 (NumPy's range)")
     p.add_argument("--epochs", type=int, help="epochs for every benchmark (default: the suite's / benchmark's)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     p.add_argument("--out", default="bench_out", help="output folder (default ./bench_out)")
     p.add_argument("--dataset_path", "--dataset-path", nargs="*", default=[], metavar="BENCHMARK=PATH",
-                   help="dataset root per benchmark")
+                   help="dataset root per benchmark of the grid, e.g. nyuv2=/data/nyuv2 (the benchmark named as "
+                        "in --benchmarks, case, - and _ ignored; each once; an existing folder)")
     p.add_argument("--baseline", choices=["auto", "spec", "stl"], default="auto",
                    help="Δp baseline: the benchmark's published single-task row, our STL runs, or auto (the "
                         "published row where the benchmark has one, else stl)")
     p.add_argument("--option", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="extra run_experiment options for every run (JSON values, e.g. batch_size=32)")
+                   help="extra run_experiment options for every run (JSON values, e.g. batch_size=32), each key "
+                        "once; keys bench sets itself are refused with the flag to use (seed: --seeds, epochs: "
+                        "--epochs, device: --device, ...); weight_args (a JSON object) only with methods without "
+                        "settings of their own (EW, MGDA, ...; Rep-MTL's go inline: \"RepMTL[tau=0.5]\")")
     p.add_argument("--dry-run", action="store_true", help="list the grid (and what is already done) and exit")
     p.add_argument("--summary-only", action="store_true", help="only (re)write the summary from existing runs")
     p.add_argument("--select", action=argparse.BooleanOptionalAction, default=None,
@@ -148,12 +143,10 @@ def resolve_grid(args: argparse.Namespace) -> tuple[list[RunSpec], dict[str, Any
     if not benchmarks or not methods:
         raise SystemExit("error: give --suite, or --benchmarks and --methods")
     _validate(benchmarks, methods)
-    extra = {}
-    for k, v in _parse_kv(args.option, "--option").items():
-        try:
-            extra[k] = json.loads(v)
-        except ValueError:
-            extra[k] = v
+    seeds = check_seeds(seeds)
+    extra = parse_options(args.option)
+    check_weight_args(extra, {s.name: s.weight_args for s in method_specs(methods)})
+    dataset_paths = parse_dataset_paths(args.dataset_path, benchmarks)
     options: dict[str, dict[str, Any]] = {}
     for b in benchmarks:
         o = dict(suite.options.get(b, {})) if suite else {}
@@ -165,7 +158,7 @@ def resolve_grid(args: argparse.Namespace) -> tuple[list[RunSpec], dict[str, Any
     select = args.select if args.select is not None else bool(suite and suite.select)
     verdict = args.verdict if args.verdict is not None else bool(suite and suite.verdict)
     return grid, {"benchmarks": benchmarks, "methods": [s.name for s in method_specs(methods)], "seeds": seeds,
-                  "options": options, "select": select, "verdict": verdict}
+                  "options": options, "select": select, "verdict": verdict, "dataset_paths": dataset_paths}
 
 
 def _all_note(methods: Sequence[str]) -> str:
@@ -205,7 +198,7 @@ def main(argv: Sequence[str] | None = None, runner: Runner = run_experiment) -> 
             print(f"resuming: {done} of {len(grid)} runs already complete, skipping them")
         given = runner.__qualname__ + " (given)"
         print(f"runner: {'libmtl_repmtl.training.run_experiment' if runner is run_experiment else given}")
-        outcomes = execute(grid, _parse_kv(args.dataset_path, "--dataset_path"), args.device, runner=runner)
+        outcomes = execute(grid, desc["dataset_paths"], args.device, runner=runner)
     wall = time.perf_counter() - t0
     failed = [o for o in outcomes if o.status == "failed"]
     header = (f"Grid: benchmarks {desc['benchmarks']}, methods {desc['methods']}, seeds {desc['seeds']}, "
