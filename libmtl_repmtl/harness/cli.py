@@ -13,7 +13,8 @@ paper's literal numbers), the ablations ``RepMTL-CSA`` / ``RepMTL-TSR``, ``logEW
 (single-task runs) and ``all``: every weighting the installed LibMTL and the plugins have (asked through the plugin
 host; the git version's bilevel methods, which have no weighting class, are left out and the command says so).
 The ``paper`` suite adds DB_MTL, Nash_MTL, FairGrad, Aligned_MTL and STCH where the installed LibMTL has them.
-Every method is parsed and checked before anything runs.
+Every method is parsed and checked before anything runs, and so are ``--option``, ``--dataset_path`` and
+``--seeds`` (:mod:`libmtl_repmtl.harness.flags`).
 
 Outputs (written atomically): ``OUT/summary.md``, ``OUT/summary.csv`` (per benchmark and method: mean +- std
 over seeds of every test metric at the best epoch, Δp_task, Δp_metric, seconds per epoch, peak memory,
