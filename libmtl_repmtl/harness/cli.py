@@ -161,7 +161,10 @@ def resolve_grid(args: argparse.Namespace) -> tuple[list[RunSpec], dict[str, Any
         if args.epochs is not None:
             o["epochs"] = args.epochs
         options[b] = o
-    grid = plan_grid(benchmarks, methods, seeds, Path(args.out), options)
+    try:
+        grid = plan_grid(benchmarks, methods, seeds, Path(args.out), options)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
     select = args.select if args.select is not None else bool(suite and suite.select)
     verdict = args.verdict if args.verdict is not None else bool(suite and suite.verdict)
     return grid, {"benchmarks": benchmarks, "methods": [s.name for s in method_specs(methods)], "seeds": seeds,

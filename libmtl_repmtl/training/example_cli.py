@@ -197,9 +197,11 @@ def options_from_args(family: str, params: argparse.Namespace) -> tuple[str, dic
         progress=False if params.no_progress else None, params=params,
         train_bs=params.train_bs, test_bs=params.test_bs, optim=params.optim, lr=params.lr,
         weight_decay=params.weight_decay, momentum=params.momentum, scheduler=params.scheduler,
-        step_size=params.step_size, gamma=params.gamma, aug=params.aug, encoder=params.encoder,
+        step_size=params.step_size, gamma=params.gamma, encoder=params.encoder,
         pretrained=params.pretrained, num_workers=params.num_workers, amp=params.amp, sync_bn=params.sync_bn,
         dist_backend=params.dist_backend)
+    if family != "office" or params.aug:
+        opts.update(aug=params.aug)  # Office reads no --aug: given, run_experiment refuses it
     if family == "office":
         opts.update(list_dir=params.list_dir, image_size=params.image_size)
     if family == "cityscapes":
