@@ -59,6 +59,10 @@ def test_a_dataset_path_is_refused_by_a_benchmark_that_reads_no_data_folder(tmp_
 def test_office_refuses_aug_it_does_not_read() -> None:
     with pytest.raises(ValueError, match=r"office-31: unknown option\(s\) 'aug'"):
         run_options(get("office-31"), {"aug": True}, epochs=1, seed=0, dataset_path="/d")
+    argv = ["--multi_input", "--dataset_path", "/d", "--save_path", "/s"]
+    for extra, passed in (([], False), (["--aug"], True)):  # the example passes --aug on only when given
+        params = example_cli.build_parser("office", argv + extra).parse_args(argv + extra)
+        assert ("aug" in example_cli.options_from_args("office", params)[1]) is passed
 
 
 # -------------------------------------------------------------------------------------------------- values

@@ -5,7 +5,8 @@ weightings/architectures are known), so every LibMTL flag keeps its meaning (``-
 ``--rep_grad``, ``--multi_input``, ``--optim``, ``--lr``, ``--weight_decay``, ``--scheduler``, ``--step_size``,
 ``--gamma``, ``--seed``, ``--gpu_id``, the weighting flags ``--T``, ``--alpha``, ...), and adds:
 
-``--dataset_path``, ``--save_path``, ``--epochs``, ``--train_bs``, ``--test_bs``, ``--aug``, ``--device``,
+``--dataset_path``, ``--save_path``, ``--epochs``, ``--train_bs``, ``--test_bs``, ``--aug`` (NYUv2, Cityscapes;
+refused for Office, which has no augmentation), ``--device``,
 ``--pretrained imagenet|none|PATH``, ``--resume``, ``--baseline spec|none|FILE``, ``--no_progress``,
 ``--encoder`` (``resnet50``/``resnet18`` or ``tiny`` for quick CPU checks), ``--tasks``, ``--num_workers``,
 ``--amp none|bf16|fp16``, ``--sync_bn`` and ``--dist_backend nccl|gloo`` (under ``torchrun``), and for Office
