@@ -14,6 +14,7 @@ import torch
 from libmtl_repmtl.benchmarks import get
 from libmtl_repmtl.data.office import MIN_IMAGE_SIZE, OfficeDataset
 from libmtl_repmtl.data.synthetic import generate
+from libmtl_repmtl.harness.cli import build_parser, resolve_grid
 from libmtl_repmtl.harness.cli import main as bench
 from libmtl_repmtl.training import example_cli, run_experiment
 from libmtl_repmtl.training.model import build_optimizer
@@ -166,6 +167,8 @@ def test_a_grid_gives_each_benchmark_the_keys_it_reads(tmp_path: Path, capsys) -
     assert "'n_train': 300" in lines["multimnist"] and "max_per_domain" not in lines["multimnist"]
     assert "'max_per_domain': 100" in lines["digits"] and "n_train" not in lines["digits"]
     assert "'n_train': 300" in lines["densemnist"]
+    _, desc = resolve_grid(build_parser().parse_args([a for a in argv if a != "--dry-run"]))
+    assert desc["options"]["digits"] == {"max_per_domain": 100, "epochs": 1}  # what the summary's header shows
 
 
 def test_a_grid_refuses_a_key_no_benchmark_reads_before_anything_runs(tmp_path: Path) -> None:
