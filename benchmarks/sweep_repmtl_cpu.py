@@ -22,10 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from libmtl_repmtl.benchmarks import get
 from libmtl_repmtl.harness.report import delta_p
 from libmtl_repmtl.harness.runs import is_complete
 from libmtl_repmtl.training.experiment import run_experiment
 from libmtl_repmtl.training.io import atomic_write_text
+from libmtl_repmtl.training.options import split_grid_options
 from libmtl_repmtl.training.results import read_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", default=str(ROOT / "benchmarks/results/cpu-previous/summary.csv"))
     args = parser.parse_args(argv)
     stl = stl_means(Path(args.baseline))
-    options = {k: int(v) for k, _, v in (o.partition("=") for o in args.option)}
+    given = {k: int(v) for k, _, v in (o.partition("=") for o in args.option)}
+    per_bench = split_grid_options([get(b) for b in args.benchmarks], {get(b).name: given for b in args.benchmarks})
     rows = []
     for text in args.settings:
         name, wargs = parse(text)
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                 run_dir = Path(args.out) / bench / name / f"seed{seed}"
                 if not is_complete(run_dir, args.epochs):
                     run_experiment(bench, "RepMTL", "RepHPS", None, str(run_dir), seed=seed, epochs=args.epochs,
-                                   weight_args=wargs, device="cpu", verbose=False, **options)
+                                   weight_args=wargs, device="cpu", verbose=False, **per_bench[get(bench).name])
                 res = read_results(run_dir / "results.json")
                 test = res.test_at_best
                 accs.append([test[t]["Acc"] for t in res.tasks])

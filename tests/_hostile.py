@@ -90,7 +90,8 @@ register(Benchmark(
     name="hostile", tasks=TASKS, multi_input=False, has_val=True, task_dict=task_dict, dataloaders=_loaders,
     encoder_class=lambda o: Enc,
     decoders=lambda tasks, o: nn.ModuleDict({"cls": ClsHead(), "depth": nn.Conv2d(4, 1, 1)}),
-    defaults={"epochs": 2, "train_bs": 4, "lr": 1e-2}))
+    defaults={"epochs": 2, "train_bs": 4, "lr": 1e-2},
+    options={"diverge_at": int, "poison": object, "poison_split": str, "poison_from": int, "empty": str}))
 
 
 def run_hostile(save: Path, **kw: Any) -> dict[str, Any]:

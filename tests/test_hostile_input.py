@@ -223,7 +223,7 @@ def test_truncated_office_image_fails_the_run_naming_the_file(office_root, tmp_p
     save = tmp_path / "run"
     with pytest.raises(ValueError, match="corrupt or truncated") as err:
         run_experiment("office-31", "EW", "HPS", root, save, epochs=1, device="cpu", encoder="tiny",
-                       pretrained="none", train_bs=2, test_bs=1, list_dir=str(root), image_size=16, verbose=False,
+                       pretrained="none", train_bs=2, test_bs=1, list_dir=str(root), image_size=32, verbose=False,
                        progress=False)
     assert str(bad) in str(err.value)
     failed(save, str(bad))

@@ -76,7 +76,7 @@ if BENCH not in names():
     register(Benchmark(
         name=BENCH, tasks=TASKS, multi_input=False, has_val=True, task_dict=_task_dict, dataloaders=_loaders,
         encoder_class=lambda o: _Enc, decoders=lambda tasks, o: nn.ModuleDict({t: _Head() for t in tasks}),
-        defaults={"epochs": 2, "train_bs": 4, "lr": 1e-2},
+        defaults={"epochs": 2, "train_bs": 4, "lr": 1e-2}, options={"nan_index": int, "bad_label_index": int},
         baseline=Baseline.in_metric_units({"a": [0.5], "b": [0.5]})))
 
 #: (name, weighting, arch, run_experiment keyword arguments)

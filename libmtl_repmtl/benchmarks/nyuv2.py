@@ -9,7 +9,7 @@ halved at epoch 100. Metric units: fractions for mIoU / pixAcc / the within-angl
 from __future__ import annotations
 
 from libmtl_repmtl.benchmarks.base import Baseline, Benchmark, Published, Task, task_dict_of
-from libmtl_repmtl.benchmarks.dense import dense_defaults, dense_loaders, dense_process_preds
+from libmtl_repmtl.benchmarks.dense import DENSE_OPTIONS, dense_defaults, dense_loaders, dense_process_preds
 from libmtl_repmtl.benchmarks.registry import register
 from libmtl_repmtl.data.dense import NYUv2Dataset
 from libmtl_repmtl.models.resnet import deeplab_heads, dense_encoder_factory
@@ -57,5 +57,5 @@ BENCHMARK = register(Benchmark(
     encoder_class=lambda o: dense_encoder_factory(o.get("encoder") or "resnet50", o.get("pretrained")),
     decoders=lambda tasks, o: deeplab_heads({t: TASKS[t].outputs for t in tasks}, o.get("encoder") or "resnet50"),
     process_preds=dense_process_preds(("normal",)),
-    defaults=dense_defaults(8), baseline=BASELINE, published=PUBLISHED,
+    defaults=dense_defaults(8), options=DENSE_OPTIONS, baseline=BASELINE, published=PUBLISHED,
     description="NYUv2: segmentation/depth/normal, dilated ResNet-50 + DeepLabV3 heads"))

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from libmtl_repmtl.benchmarks.base import Baseline, Benchmark, Loaders, Options, Published, Task, task_dict_of
-from libmtl_repmtl.benchmarks.loading import make_loader, need_path
+from libmtl_repmtl.benchmarks.loading import LOADER_OPTIONS, make_loader, need_path
 from libmtl_repmtl.benchmarks.registry import register
-from libmtl_repmtl.data.office import OfficeDataset, office_domains, office_num_classes
+from libmtl_repmtl.data.office import OfficeDataset, check_image_size, office_domains, office_num_classes
 from libmtl_repmtl.models.resnet import linear_heads, office_encoder_factory
 from libmtl_repmtl.tasks.losses import ClsLoss
 from libmtl_repmtl.tasks.metrics import AccMetric
@@ -41,6 +41,11 @@ PUBLISHED: dict[str, Published] = {
 }
 
 
+#: The options the Office builders read: the data folder, split lists, image size, encoder and its weights.
+OPTIONS: dict[str, type] = {**LOADER_OPTIONS, "dataset_path": str, "list_dir": str, "image_size": int,
+                            "encoder": str, "pretrained": str}
+
+
 def _loaders(name: str) -> Callable[[Sequence[str], Options], dict[str, Loaders]]:
     def build(tasks: Sequence[str], opts: Options) -> dict[str, Loaders]:
         root = need_path(opts, name)
@@ -49,7 +54,7 @@ def _loaders(name: str) -> Callable[[Sequence[str], Options], dict[str, Loaders]
             train = split == "train"
             out[split] = {t: make_loader(OfficeDataset(str(root), dataset=name, domain=t, split=split,
                                                        list_dir=opts.get("list_dir"),
-                                                       image_size=opts.get("image_size")),
+                                                       image_size=opts["image_size"]),
                                          opts["train_bs"] if train else opts["test_bs"], train, opts)
                           for t in tasks}
         return out
@@ -69,7 +74,8 @@ def office_benchmark(name: str) -> Benchmark:
         encoder_class=lambda o: office_encoder_factory(o.get("encoder") or "resnet18", o.get("pretrained")),
         decoders=lambda ts, o: linear_heads(ts, classes, o.get("encoder") or "resnet18"),
         defaults={"epochs": 100, "train_bs": 64, "test_bs": 64, "optim": "adam", "lr": 1e-4, "weight_decay": 1e-5,
-                  "scheduler": None, "encoder": "resnet18", "pretrained": "imagenet"},
+                  "scheduler": None, "encoder": "resnet18", "pretrained": "imagenet", "image_size": 224},
+        options=OPTIONS, validate=lambda o: check_image_size(o["image_size"]),
         baseline=baseline, published=PUBLISHED[name],
         description=f"{name}: {len(domains)} domains as tasks (multi-input), ResNet-18 + MLP encoder")
 

@@ -13,7 +13,7 @@ from typing import Any
 from torch import nn
 
 from libmtl_repmtl.benchmarks.base import Benchmark, Loaders, Options, Task, task_dict_of
-from libmtl_repmtl.benchmarks.loading import LabelSubset, make_loader
+from libmtl_repmtl.benchmarks.loading import LOADER_OPTIONS, LabelSubset, make_loader
 from libmtl_repmtl.data.densemnist import DenseMNISTConfig, build_densemnist
 from libmtl_repmtl.data.multimnist import (
     DIGIT_DOMAINS,
@@ -82,18 +82,21 @@ def small_loaders(data: Callable[[Options], Any], multi_input: bool) -> Callable
 SMALL_DEFAULTS: dict[str, Any] = {"epochs": 8, "train_bs": 64, "lr": 1e-3, "weight_decay": 1e-5, "optim": "adam",
                                   "scheduler": None, "pretrained": "pretext", "data_seed": 0}
 
+#: The options every CPU benchmark's builders read (each adds its data sizes): loader settings, the encoder's
+#: initialisation and the data seed. They read no data folder, no ``encoder`` and no ``aug``.
+SMALL_OPTIONS: dict[str, type] = {**LOADER_OPTIONS, "pretrained": str, "data_seed": int}
 
 
 def small_benchmark(pretext: PretextRecipe, tasks: Mapping[str, Task], *, splits: Callable[[Options], Any],
                     multi_input: bool, decoders: Callable[[Sequence[str], Options], nn.ModuleDict],
-                    defaults: Mapping[str, Any], description: str,
+                    defaults: Mapping[str, Any], options: Mapping[str, type], description: str,
                     process_preds: Callable[[Any, Any, str | None], Any] | None = None) -> Benchmark:
     """The :class:`~libmtl_repmtl.benchmarks.base.Benchmark` of one CPU benchmark named ``pretext.name``.
 
     ``tasks`` as for :func:`~libmtl_repmtl.benchmarks.base.task_dict_of`; loaders over the cached ``splits``
     (:func:`small_loaders`), a validation split; the encoder initialised as the run's ``pretrained`` option says
     (``pretext``: pretrained on ``pretext``, for the run's ``data_seed``); default options :data:`SMALL_DEFAULTS`
-    updated with ``defaults``.
+    updated with ``defaults``; the options read :data:`SMALL_OPTIONS` and ``options`` (the data sizes).
     """
     return Benchmark(
         name=pretext.name, tasks=tuple(tasks), multi_input=multi_input, has_val=True,
@@ -101,8 +104,8 @@ def small_benchmark(pretext: PretextRecipe, tasks: Mapping[str, Task], *, splits
         dataloaders=small_loaders(splits, multi_input=multi_input),
         encoder_class=lambda o: pretrained_encoder_class(pretext, o.get("pretrained"), o.get("data_seed", 0)),
         decoders=decoders, process_preds=process_preds, defaults={**SMALL_DEFAULTS, **defaults},
-        description=description)
+        description=description, options={**SMALL_OPTIONS, **options})
 
 
-__all__ = ["SMALL_DEFAULTS", "densemnist_splits", "digit_domain_splits", "multimnist_splits", "small_benchmark",
-           "small_loaders"]
+__all__ = ["SMALL_DEFAULTS", "SMALL_OPTIONS", "densemnist_splits", "digit_domain_splits", "multimnist_splits",
+           "small_benchmark", "small_loaders"]

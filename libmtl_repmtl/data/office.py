@@ -176,6 +176,23 @@ def read_split_list(path: str | os.PathLike[str], num_classes: int) -> list[tupl
     return entries
 
 
+#: The smallest image side accepted: ResNet-18's output stride. At 32 pixels its last stage sees a 1 x 1 map;
+#: a smaller image is mostly the convolutions' zero padding by then, and 0 or less cannot be resized to.
+MIN_IMAGE_SIZE = 32
+
+
+def check_image_size(value: object) -> int:
+    """``value`` as the side of the square resize: an integer of at least :data:`MIN_IMAGE_SIZE`.
+
+    Raises:
+        ValueError: anything else (the message names ``--image_size`` and the minimum).
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < MIN_IMAGE_SIZE:
+        raise ValueError(f"--image_size {value!r}: the side of the square image resize must be an integer of at "
+                         f"least {MIN_IMAGE_SIZE} (ResNet-18's output stride; the paper's is 224)")
+    return value
+
+
 def office_transform(image_size: int = 224) -> Callable[[Image.Image], Tensor]:
     """The preprocessing: RGB image -> ``Resize((s, s))`` -> ``ToTensor`` -> ImageNet ``Normalize``;
     output float32 ``(3, s, s)``."""
@@ -218,7 +235,7 @@ class OfficeDataset(Dataset):
         self.split = split
         self.root = Path(os.fspath(root)).expanduser()
         self.num_classes = OFFICE_NUM_CLASSES[self.dataset]
-        self.image_size = int(image_size or 224)
+        self.image_size = check_image_size(224 if image_size is None else image_size)
         if not self.root.is_dir():
             raise FileNotFoundError(f"{self.dataset}: dataset root {self.root} is not a folder; pass the folder "
                                     "that the list paths are relative to (or generate small data with "
@@ -274,7 +291,8 @@ def office_split_counts(dataset: str, list_dir: str | os.PathLike[str] | None = 
                 for s in OFFICE_SPLITS} for d in OFFICE_DOMAINS[ds]}
 
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "OFFICE_DOMAINS", "OFFICE_NUM_CLASSES", "OFFICE_SPLITS",
-           "OfficeDataset", "PACKAGE_LIST_DIR", "canonical_domain", "canonical_office", "find_list_file",
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MIN_IMAGE_SIZE", "OFFICE_DOMAINS", "OFFICE_NUM_CLASSES", "OFFICE_SPLITS",
+           "OfficeDataset", "PACKAGE_LIST_DIR", "canonical_domain", "canonical_office", "check_image_size",
+           "find_list_file",
            "list_dir_candidates", "office_domains", "office_num_classes", "office_split_counts",
            "office_transform", "read_split_list"]

@@ -49,6 +49,7 @@ from libmtl_repmtl.harness.selection_report import write_selection
 from libmtl_repmtl.harness.verdict import write_verdict
 from libmtl_repmtl.libmtl.capabilities import resolve_architecture, resolve_weighting
 from libmtl_repmtl.training.experiment import run_experiment
+from libmtl_repmtl.training.options import split_grid_options
 
 
 def _methods_from(path: str, top: int | None) -> list[str]:
@@ -155,7 +156,12 @@ def resolve_grid(args: argparse.Namespace) -> tuple[list[RunSpec], dict[str, Any
         if args.epochs is not None:
             o["epochs"] = args.epochs
         options[b] = o
-    grid = plan_grid(benchmarks, methods, seeds, Path(args.out), options)
+    try:
+        grid = plan_grid(benchmarks, methods, seeds, Path(args.out), options)
+        read = split_grid_options([get(b) for b in benchmarks], {get(b).name: options[b] for b in benchmarks})
+        options = {b: read[get(b).name] for b in benchmarks}  # what each benchmark reads, for the summary
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
     select = args.select if args.select is not None else bool(suite and suite.select)
     verdict = args.verdict if args.verdict is not None else bool(suite and suite.verdict)
     return grid, {"benchmarks": benchmarks, "methods": [s.name for s in method_specs(methods)], "seeds": seeds,

@@ -13,6 +13,7 @@ from typing import Any
 
 from libmtl_repmtl.benchmarks import get
 from libmtl_repmtl.harness.methods import installed, method_specs
+from libmtl_repmtl.training.options import split_grid_options
 
 #: The CPU benchmarks (real MNIST digits; encoders pretext-pretrained by default).
 CPU_BENCHMARKS = ("multimnist", "digits", "densemnist")
@@ -113,15 +114,19 @@ def benchmark_tasks(benchmark: str) -> list[str]:
 def plan_grid(benchmarks: Sequence[str], methods: Sequence[str], seeds: Sequence[int], out: Path,
               options: Mapping[str, Mapping[str, Any]] | None = None) -> list[RunSpec]:
     """All runs of the grid, in execution order (benchmark, method, seed, task); each method under its canonical
-    label (``RepMTL[lambda_tsr=0.1,tau=1]``).
+    label (``RepMTL[lambda_tsr=0.1,tau=1]``). Each benchmark's runs get the options of ``options[benchmark]``
+    that it reads, checked and coerced (:func:`~libmtl_repmtl.training.options.split_grid_options`).
 
     Raises:
-        ValueError: a bad or repeated method, an unknown benchmark.
+        ValueError: a bad or repeated method, an unknown benchmark, an option no benchmark of the grid reads or
+            a bad option value.
     """
     grid = []
     specs = method_specs(methods)
+    given = {get(b).name: (options or {}).get(b, {}) for b in benchmarks}
+    read = split_grid_options([get(b) for b in benchmarks], given)
     for b in benchmarks:
-        opts = dict((options or {}).get(b, {}))
+        opts = dict(read[get(b).name])
         for spec in specs:
             m = spec.name
             for s in seeds:

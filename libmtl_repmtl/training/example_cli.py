@@ -5,7 +5,8 @@ weightings/architectures are known), so every LibMTL flag keeps its meaning (``-
 ``--rep_grad``, ``--multi_input``, ``--optim``, ``--lr``, ``--weight_decay``, ``--scheduler``, ``--step_size``,
 ``--gamma``, ``--seed``, ``--gpu_id``, the weighting flags ``--T``, ``--alpha``, ...), and adds:
 
-``--dataset_path``, ``--save_path``, ``--epochs``, ``--train_bs``, ``--test_bs``, ``--aug``, ``--device``,
+``--dataset_path``, ``--save_path``, ``--epochs``, ``--train_bs``, ``--test_bs``, ``--aug`` (NYUv2, Cityscapes;
+refused for Office, which has no augmentation), ``--device``,
 ``--pretrained imagenet|none|PATH``, ``--resume``, ``--baseline spec|none|FILE``, ``--no_progress``,
 ``--encoder`` (``resnet50``/``resnet18`` or ``tiny`` for quick CPU checks), ``--tasks``, ``--num_workers``,
 ``--amp none|bf16|fp16``, ``--sync_bn`` and ``--dist_backend nccl|gloo`` (under ``torchrun``), and for Office
@@ -197,9 +198,11 @@ def options_from_args(family: str, params: argparse.Namespace) -> tuple[str, dic
         progress=False if params.no_progress else None, params=params,
         train_bs=params.train_bs, test_bs=params.test_bs, optim=params.optim, lr=params.lr,
         weight_decay=params.weight_decay, momentum=params.momentum, scheduler=params.scheduler,
-        step_size=params.step_size, gamma=params.gamma, aug=params.aug, encoder=params.encoder,
+        step_size=params.step_size, gamma=params.gamma, encoder=params.encoder,
         pretrained=params.pretrained, num_workers=params.num_workers, amp=params.amp, sync_bn=params.sync_bn,
         dist_backend=params.dist_backend)
+    if family != "office" or params.aug:
+        opts.update(aug=params.aug)  # Office reads no --aug: given, run_experiment refuses it
     if family == "office":
         opts.update(list_dir=params.list_dir, image_size=params.image_size)
     if family == "cityscapes":

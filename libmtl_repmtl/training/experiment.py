@@ -37,6 +37,7 @@ from libmtl_repmtl.training.distributed import (
     cleanup,
     init_from_env,
 )
+from libmtl_repmtl.training.options import run_options
 from libmtl_repmtl.training.precision import precision_for
 from libmtl_repmtl.training.protocols import trainable_weighting
 from libmtl_repmtl.training.strategy import strategy_for
@@ -51,10 +52,6 @@ GENERAL_KEYS = frozenset({
     "load_path", "dataset_path", "bs", "epochs", "train_bs", "test_bs", "aug", "device", "pretrained", "resume",
     "baseline", "no_progress", "dataset", "list_dir", "encoder", "num_workers", "help", "eta_min", "T_max",
 })
-
-#: Options of ``run_experiment`` that are run settings (everything else goes to the benchmark builders).
-_RUN_KEYS = ("epochs", "train_bs", "test_bs", "optim", "lr", "weight_decay", "momentum", "scheduler", "step_size",
-             "gamma", "encoder", "pretrained", "aug", "num_workers")
 
 
 class ParallelMTLTrainer(MTLTrainer):
@@ -181,29 +178,6 @@ def set_seed(seed: int, device: torch.device) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def run_options(spec: Benchmark, options: Mapping[str, Any], *, epochs: int | None, seed: int,
-                dataset_path: str | os.PathLike[str] | None) -> dict[str, Any]:
-    """A run's merged options: generic defaults, then the benchmark's :attr:`~Benchmark.defaults`, then
-    ``options`` (``batch_size`` sets both ``train_bs`` and ``test_bs``; ``None`` values keep the default except
-    ``scheduler``), then ``epochs``, ``seed`` and ``dataset_path``; ``test_bs`` defaults to ``train_bs``."""
-    options = dict(options)
-    bs = options.pop("batch_size", None)
-    if bs is not None:
-        options.setdefault("train_bs", bs)
-        options.setdefault("test_bs", bs)
-    opts: dict[str, Any] = {"train_bs": 8, "test_bs": None, "optim": "adam", "lr": 1e-4, "weight_decay": 1e-5,
-                            "momentum": 0.9, "scheduler": None, "step_size": 100, "gamma": 0.5, "aug": False,
-                            "num_workers": 0, "encoder": None, "pretrained": "none", "epochs": 1}
-    opts.update(spec.defaults)
-    opts.update({k: v for k, v in options.items() if v is not None or k == "scheduler"})
-    if epochs is not None:
-        opts["epochs"] = int(epochs)
-    if opts.get("test_bs") is None:
-        opts["test_bs"] = opts["train_bs"]
-    opts.update(seed=int(seed), dataset_path=None if dataset_path is None else str(dataset_path))
-    return opts
-
-
 def run_experiment(benchmark: str, weighting: str | type, arch: str | type, dataset_path: str | os.PathLike[str] | None,
                    save_path: str | os.PathLike[str], *, epochs: int | None = None, seed: int = 0,
                    device: str | torch.device = "auto", tasks: Sequence[str] | None = None,
@@ -242,7 +216,10 @@ def run_experiment(benchmark: str, weighting: str | type, arch: str | type, data
             ``gamma``, ``encoder`` (``resnet50`` / ``resnet18`` / ``tiny``), ``pretrained`` (``imagenet`` /
             ``none`` / path; the CPU benchmarks: ``pretext`` / ``none`` / path), ``aug``, ``num_workers``, and
             benchmark-specific options (e.g. ``list_dir``, ``n_train``), all defaulting to the benchmark's
-            :attr:`~Benchmark.defaults`.
+            :attr:`~Benchmark.defaults`. Only the generic run options
+            (:data:`~libmtl_repmtl.training.options.RUN_OPTIONS`) and the benchmark's own
+            (:attr:`~Benchmark.options`) are accepted, each coerced to its type; ``epochs`` a positive integer.
+            Checked before anything is built (:func:`~libmtl_repmtl.training.options.run_options`).
 
     Launched by ``torchrun`` (``WORLD_SIZE > 1``), every process calls this with the same arguments: it joins
     the process group (and leaves it at the end when it started it), refuses weightings that DDP cannot

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from libmtl_repmtl.libmtl.bases import LibMTL  # noqa: F401 - the compatibility layer runs before LibMTL's modules
+from libmtl_repmtl.training.options import check_run_settings
 
 _PerformanceMeter = importlib.import_module("LibMTL._record")._PerformanceMeter
 count_parameters = importlib.import_module("LibMTL.utils").count_parameters
@@ -74,7 +75,8 @@ def build_optimizer(model: nn.Module, optim_param: Mapping[str, Any],
     """Optimiser (``{"optim": name, **kwargs}``) and scheduler (``{"scheduler": name, **kwargs}`` or ``None``).
 
     Raises:
-        ValueError: an unknown optimiser or scheduler name (the message lists the known ones).
+        ValueError: an unknown optimiser or scheduler name (the message lists the known ones), or a
+            ``step_size`` / ``gamma`` the scheduler cannot use (not a positive integer / finite positive number).
     """
     params = dict(optim_param)
     name = str(params.pop("optim", "adam")).lower()
@@ -87,6 +89,7 @@ def build_optimizer(model: nn.Module, optim_param: Mapping[str, Any],
         sname = str(sp.pop("scheduler")).lower()
         if sname not in SCHEDULERS:
             raise ValueError(f"unknown scheduler {sname!r}; choose from {sorted(SCHEDULERS)}")
+        check_run_settings({"scheduler": sname, **sp})
         scheduler = SCHEDULERS[sname](optimizer, **sp)
     return optimizer, scheduler
 
