@@ -42,14 +42,13 @@ from libmtl_repmtl.core.presets import PRESETS
 from libmtl_repmtl.harness.execute import Runner, execute
 from libmtl_repmtl.harness.flags import check_seeds, check_weight_args, parse_dataset_paths, parse_options
 from libmtl_repmtl.harness.methods import ALL, all_weightings, left_out_of_all, method_specs
-from libmtl_repmtl.harness.plan import SUITES, RunSpec, plan_grid, suite_methods
+from libmtl_repmtl.harness.plan import SUITES, RunSpec, benchmark_options, plan_grid, suite_methods
 from libmtl_repmtl.harness.report import write_summary
 from libmtl_repmtl.harness.runs import is_complete
 from libmtl_repmtl.harness.selection_report import write_selection
 from libmtl_repmtl.harness.verdict import write_verdict
 from libmtl_repmtl.libmtl.capabilities import resolve_architecture, resolve_weighting
 from libmtl_repmtl.training.experiment import run_experiment
-from libmtl_repmtl.training.options import split_grid_options
 
 
 def _methods_from(path: str, top: int | None) -> list[str]:
@@ -158,8 +157,7 @@ def resolve_grid(args: argparse.Namespace) -> tuple[list[RunSpec], dict[str, Any
         options[b] = o
     try:
         grid = plan_grid(benchmarks, methods, seeds, Path(args.out), options)
-        read = split_grid_options([get(b) for b in benchmarks], {get(b).name: options[b] for b in benchmarks})
-        options = {b: read[get(b).name] for b in benchmarks}  # what each benchmark reads, for the summary
+        options = benchmark_options(benchmarks, options)  # what each benchmark's runs get, for the summary
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
     select = args.select if args.select is not None else bool(suite and suite.select)

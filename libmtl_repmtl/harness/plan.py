@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from libmtl_repmtl.benchmarks import get
+from libmtl_repmtl.harness.flags import PASSED_KEYS
 from libmtl_repmtl.harness.methods import installed, method_specs
 from libmtl_repmtl.training.options import split_grid_options
 
@@ -111,6 +112,20 @@ def benchmark_tasks(benchmark: str) -> list[str]:
     return list(get(benchmark).tasks)
 
 
+def benchmark_options(benchmarks: Sequence[str], options: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """benchmark -> what its runs get of ``options[benchmark]``: the run options it reads, checked and coerced
+    (:func:`~libmtl_repmtl.training.options.split_grid_options`), plus ``run_experiment``'s own keywords that
+    ``--option`` hands to every run as they are (:data:`~libmtl_repmtl.harness.flags.PASSED_KEYS`).
+
+    Raises:
+        ValueError: an option no benchmark of the grid reads, or a bad value.
+    """
+    given = {b: dict(options.get(b, {})) for b in benchmarks}
+    passed = {b: {k: opts.pop(k) for k in list(opts) if k in PASSED_KEYS} for b, opts in given.items()}
+    read = split_grid_options([get(b) for b in benchmarks], {get(b).name: given[b] for b in benchmarks})
+    return {b: {**read[get(b).name], **passed[b]} for b in benchmarks}
+
+
 def plan_grid(benchmarks: Sequence[str], methods: Sequence[str], seeds: Sequence[int], out: Path,
               options: Mapping[str, Mapping[str, Any]] | None = None) -> list[RunSpec]:
     """All runs of the grid, in execution order (benchmark, method, seed, task); each method under its canonical
@@ -123,10 +138,9 @@ def plan_grid(benchmarks: Sequence[str], methods: Sequence[str], seeds: Sequence
     """
     grid = []
     specs = method_specs(methods)
-    given = {get(b).name: (options or {}).get(b, {}) for b in benchmarks}
-    read = split_grid_options([get(b) for b in benchmarks], given)
+    read = benchmark_options(benchmarks, options or {})
     for b in benchmarks:
-        opts = dict(read[get(b).name])
+        opts = dict(read[b])
         for spec in specs:
             m = spec.name
             for s in seeds:
@@ -145,5 +159,5 @@ def plan_grid(benchmarks: Sequence[str], methods: Sequence[str], seeds: Sequence
     return grid
 
 
-__all__ = ["CPU_BENCHMARKS", "CPU_EPOCHS", "CPU_METHODS", "SUITES", "RunSpec", "Suite", "benchmark_tasks",
-           "plan_grid", "suite_methods", "sweep_methods"]
+__all__ = ["CPU_BENCHMARKS", "CPU_EPOCHS", "CPU_METHODS", "SUITES", "RunSpec", "Suite", "benchmark_options",
+           "benchmark_tasks", "plan_grid", "suite_methods", "sweep_methods"]
