@@ -13,22 +13,20 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import random
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from libmtl_repmtl.benchmarks import Benchmark, canonical_name, get
+from libmtl_repmtl.benchmarks import Benchmark, get
 from libmtl_repmtl.libmtl.bases import LibMTL
 from libmtl_repmtl.libmtl.capabilities import resolve_architecture
 from libmtl_repmtl.training.amp import AmpConfig
-from libmtl_repmtl.training.deltap import validate_baseline
+from libmtl_repmtl.training.deltap import resolve_baseline
 from libmtl_repmtl.training.device import resolve_device
 from libmtl_repmtl.training.distributed import (
     DistEnv,
@@ -110,65 +108,6 @@ def arch_args_for(architecture: type, params: argparse.Namespace | None = None,
         out.update(architecture.libmtl_args(params or libmtl_defaults()))
     out.update(overrides or {})
     return out
-
-
-def _metric_names(task_dict: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
-    return {t: list(d["metrics"]) for t, d in task_dict.items()}
-
-
-def resolve_baseline(spec: Benchmark, baseline: str | os.PathLike[str] | Mapping[str, Any] | None,
-                     task_dict: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, list[Any]] | None, str | None]:
-    """The Δp baseline (task -> values in metric order) and a description of its source.
-
-    ``baseline``: ``"spec"`` (the benchmark's own single-task row, :attr:`~Benchmark.baseline`, in metric
-    units; none for benchmarks without one), ``"none"`` /
-    ``None`` (no Δp), a JSON file (``{task: {metric: value}}`` or ``{task: [values]}``, metric units; a file
-    ``{benchmark: {...}}`` is accepted) or such a mapping. Every key must be a task of the benchmark (tasks this
-    run does not train are skipped); the run's tasks are checked by
-    :func:`libmtl_repmtl.training.deltap.validate_baseline` against the run's metrics (exact metric names, finite
-    non-zero numbers; fractions, not percent, for the paper's benchmarks).
-
-    Raises:
-        ValueError: unreadable file, a key that is no task of the benchmark, or values that do not match the
-            tasks' metrics (the message names the file, the task and what to fix).
-    """
-    names = _metric_names(task_dict)
-    if baseline is None or (isinstance(baseline, str) and baseline.lower() == "none"):
-        return None, None
-    if isinstance(baseline, str) and baseline.lower() == "spec":
-        if spec.baseline is None:
-            return None, None
-        raw: Any = spec.baseline.values
-        source = f"spec ({spec.name})"
-    elif isinstance(baseline, Mapping):
-        raw, source = baseline, "mapping"
-    else:
-        raw, source = _read_baseline_file(Path(os.fspath(baseline)).expanduser())
-    if not isinstance(raw, Mapping):
-        raise ValueError(f"--baseline {source}: expected a JSON object task -> {{metric: value}}")
-    own = canonical_name(spec.name)  # a file {benchmark: {...}, ...} holding several benchmarks: this one's part
-    raw = next((v for k, v in raw.items() if isinstance(v, Mapping) and canonical_name(str(k)) == own), raw)
-    unknown = [t for t in raw if t not in spec.tasks]
-    if unknown:
-        raise ValueError(f"--baseline {source}: unknown task(s) {unknown} for {spec.name}; its tasks are "
-                         f"{list(spec.tasks)} (a file for several benchmarks: {{benchmark: {{task: ...}}}})")
-    table = {t: v for t, v in raw.items() if t in names}  # the benchmark's tasks that this run trains
-    if not table:
-        if source.startswith("spec"):
-            return None, source
-        raise ValueError(f"--baseline {source}: no entry for the tasks {list(names)}")
-    return validate_baseline(table, spec.name, source=source, metric_names=names), source
-
-
-def _read_baseline_file(path: Path) -> tuple[Any, str]:
-    """The JSON of a ``--baseline`` file and its name (errors name the file and the expected contents)."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8")), str(path)
-    except OSError as exc:
-        raise ValueError(f"--baseline {path}: cannot read the file ({exc}); pass a JSON file "
-                         "{task: {metric: value}}, 'spec' or 'none'") from None
-    except ValueError as exc:
-        raise ValueError(f"--baseline {path}: not valid JSON ({exc})") from None
 
 
 def set_seed(seed: int, device: torch.device) -> None:
