@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import os
 import random
 from collections.abc import Mapping, Sequence
@@ -37,6 +38,8 @@ from libmtl_repmtl.training.distributed import (
 )
 from libmtl_repmtl.training.precision import precision_for
 from libmtl_repmtl.training.protocols import trainable_weighting
+from libmtl_repmtl.training.run_config import RunPlan, run_config
+from libmtl_repmtl.training.settings import training_settings
 from libmtl_repmtl.training.strategy import strategy_for
 from libmtl_repmtl.training.trainer import MTLTrainer
 
@@ -192,25 +195,17 @@ def run_experiment(benchmark: str, weighting: str | type, arch: str | type, data
         The results dict, as written to ``results.json`` (:mod:`~libmtl_repmtl.training.results`); under torchrun
         the same epoch records on every rank.
     """
-    spec = get(benchmark)
-    opts = run_options(spec, options, epochs=epochs, seed=seed, dataset_path=dataset_path)
-    run_tasks = list(tasks) if tasks else list(spec.tasks)
-    unknown = [t for t in run_tasks if t not in spec.tasks]
-    if unknown:
-        raise ValueError(f"{spec.name}: unknown task(s) {unknown}; tasks are {list(spec.tasks)}")
-
-    wcls, acls = _methods(weighting, arch)
-    wargs = weight_args_for(wcls, params, weight_args)
-    aargs = arch_args_for(acls, params, arch_args)
-    env, owned = _join_torchrun(wcls, dist_backend, device)
+    plan = _plan(benchmark, weighting, arch, dataset_path, epochs=epochs, seed=seed, tasks=tasks,
+                 weight_args=weight_args, arch_args=arch_args, params=params, options=options)
+    env, owned = _join_torchrun(plan.weighting, dist_backend, device)
     if env is not None:
         device = env.device
         if not env.is_main:
             verbose, progress = False, False  # rank 0 prints
     try:
-        results = _run(spec, opts, run_tasks, wcls, acls, wargs, aargs, save_path, seed=int(seed), device=device,
-                       rep_grad=rep_grad, baseline=baseline, resume=resume, progress=progress, verbose=verbose,
-                       params=params, amp=amp, sync_bn=sync_bn, env=env)
+        results = _run(plan, save_path, seed=int(seed), device=device, rep_grad=rep_grad, baseline=baseline,
+                       resume=resume, progress=progress, verbose=verbose, params=params, amp=amp, sync_bn=sync_bn,
+                       env=env)
     except BaseException:
         if owned and env is not None:
             cleanup(env)  # no barrier: a rank may be gone, and torchrun stops the others
@@ -221,6 +216,48 @@ def run_experiment(benchmark: str, weighting: str | type, arch: str | type, data
         barrier(env)
         cleanup(env)
     return results
+
+
+def planned_settings(benchmark: str, weighting: str | type, arch: str | type,
+                     dataset_path: str | os.PathLike[str] | None, save_path: str | os.PathLike[str],
+                     **kwargs: Any) -> dict[str, Any]:
+    """The training settings (:func:`~libmtl_repmtl.training.settings.training_settings`) that
+    ``run_experiment(benchmark, weighting, arch, dataset_path, save_path, **kwargs)`` would record, without
+    building or training anything (the harness compares them with those of a finished run). Its defaults are
+    ``run_experiment``'s; the device is taken as given (it is no training setting).
+
+    Raises:
+        ValueError: what ``run_experiment`` raises before building (unknown task, weighting or architecture).
+    """
+    call = inspect.signature(run_experiment).bind(benchmark, weighting, arch, dataset_path, save_path, **kwargs)
+    call.apply_defaults()
+    a = call.arguments
+    plan = _plan(benchmark, weighting, arch, dataset_path, epochs=a["epochs"], seed=a["seed"], tasks=a["tasks"],
+                 weight_args=a["weight_args"], arch_args=a["arch_args"], params=a["params"], options=a["options"])
+    return training_settings(run_config(plan, save_path, device=str(a["device"]), rep_grad=a["rep_grad"],
+                                        baseline=a["baseline"], resume=a["resume"], amp=a["amp"],
+                                        world_size=max(_torchrun_world_size(), 1), params=a["params"]))
+
+
+def _plan(benchmark: str, weighting: str | type, arch: str | type, dataset_path: str | os.PathLike[str] | None, *,
+          epochs: int | None, seed: int, tasks: Sequence[str] | None, weight_args: Mapping[str, Any] | None,
+          arch_args: Mapping[str, Any] | None, params: argparse.Namespace | None,
+          options: Mapping[str, Any]) -> RunPlan:
+    """What a run resolves from its arguments before building anything (merged options, tasks, classes and
+    hyper-parameters).
+
+    Raises:
+        ValueError: an unknown task, weighting or architecture.
+    """
+    spec = get(benchmark)
+    opts = run_options(spec, options, epochs=epochs, seed=seed, dataset_path=dataset_path)
+    run_tasks = list(tasks) if tasks else list(spec.tasks)
+    unknown = [t for t in run_tasks if t not in spec.tasks]
+    if unknown:
+        raise ValueError(f"{spec.name}: unknown task(s) {unknown}; tasks are {list(spec.tasks)}")
+    wcls, acls = _methods(weighting, arch)
+    return RunPlan(spec, opts, run_tasks, wcls, acls, weight_args_for(wcls, params, weight_args),
+                   arch_args_for(acls, params, arch_args))
 
 
 def _methods(weighting: str | type, arch: str | type) -> tuple[type, type]:
@@ -262,12 +299,11 @@ def _torchrun_world_size() -> int:
         raise ValueError(f"environment variable WORLD_SIZE={raw!r} is not an integer (torchrun sets it)") from None
 
 
-def _run(spec: Benchmark, opts: dict[str, Any], run_tasks: list[str], wcls: type, acls: type,
-         wargs: dict[str, Any], aargs: dict[str, Any], save_path: str | os.PathLike[str], *, seed: int,
-         device: str | torch.device, rep_grad: bool, baseline: Any, resume: bool, progress: bool | None,
-         verbose: bool, params: argparse.Namespace | None, amp: str, sync_bn: bool,
-         env: DistEnv | None) -> dict[str, Any]:
+def _run(plan: RunPlan, save_path: str | os.PathLike[str], *, seed: int, device: str | torch.device, rep_grad: bool,
+         baseline: Any, resume: bool, progress: bool | None, verbose: bool, params: argparse.Namespace | None,
+         amp: str, sync_bn: bool, env: DistEnv | None) -> dict[str, Any]:
     """Build the data, model and trainer of one run and train (:func:`run_experiment` after the checks)."""
+    spec, opts, run_tasks, wcls, acls, wargs, aargs = plan
     dev = resolve_device(device)
     AmpConfig.from_flag(dev, amp)  # refuse e.g. fp16 on the CPU before building anything
     if sync_bn and env is None:
@@ -277,28 +313,9 @@ def _run(spec: Benchmark, opts: dict[str, Any], run_tasks: list[str], wcls: type
     task_dict = spec.task_dict(run_tasks, opts)
     base, base_src = resolve_baseline(spec, baseline, task_dict)
     loaders = spec.dataloaders(run_tasks, opts)
-    optim_param = {"optim": opts["optim"], "lr": float(opts["lr"]), "weight_decay": float(opts["weight_decay"])}
-    if opts["optim"] == "sgd":
-        optim_param["momentum"] = float(opts["momentum"])
-    scheduler_param: dict[str, Any] | None = None
-    if opts.get("scheduler"):
-        scheduler_param = {"scheduler": opts["scheduler"]}
-        if opts["scheduler"] == "step":
-            scheduler_param.update(step_size=int(opts["step_size"]), gamma=float(opts["gamma"]))
-        elif opts["scheduler"] == "exp":
-            scheduler_param.update(gamma=float(opts["gamma"]))
-        elif opts["scheduler"] == "cos":
-            scheduler_param.update(T_max=int(opts.get("T_max") or opts["epochs"]))
-    config = {"benchmark": spec.name, "weighting": wcls.__name__, "arch": acls.__name__, "dataset_path":
-              opts["dataset_path"], "save_path": str(save_path), "tasks": run_tasks, "seed": int(seed),
-              "device": str(dev), "rep_grad": bool(rep_grad), "multi_input": spec.multi_input, "resume": bool(resume),
-              "baseline": baseline if not isinstance(baseline, Mapping) else "mapping",
-              "weight_args": wargs, "arch_args": aargs, "optim_param": optim_param,
-              "scheduler_param": scheduler_param,
-              **{k: v for k, v in opts.items() if k not in {"dataset_path", "seed"}}}
-    config.update(amp=str(amp), world_size=env.world_size if env is not None else 1)
-    if params is not None:
-        config["argv_params"] = {k: v for k, v in vars(params).items()}
+    config = run_config(plan, save_path, device=str(dev), rep_grad=rep_grad, baseline=baseline, resume=resume,
+                        amp=amp, world_size=env.world_size if env is not None else 1, params=params)
+    optim_param, scheduler_param = config["optim_param"], config["scheduler_param"]
     args = (task_dict, wcls, acls, spec.encoder_class(opts), spec.decoders(run_tasks, opts), bool(rep_grad),
             spec.multi_input, optim_param, scheduler_param, save_path)
     kwargs: dict[str, Any] = dict(device=dev, baseline=base, baseline_source=base_src, config=config,
@@ -313,5 +330,5 @@ def _run(spec: Benchmark, opts: dict[str, Any], run_tasks: list[str], wcls: type
     return trainer.results()
 
 
-__all__ = ["ParallelMTLTrainer", "arch_args_for", "libmtl_defaults", "resolve_baseline", "run_experiment",
-           "run_options", "set_seed", "weight_args_for"]
+__all__ = ["ParallelMTLTrainer", "arch_args_for", "libmtl_defaults", "planned_settings", "resolve_baseline",
+           "run_experiment", "run_options", "set_seed", "weight_args_for"]
