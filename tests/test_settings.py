@@ -89,6 +89,15 @@ def test_resume_with_other_settings_is_refused_and_changes_nothing(tmp_path, cha
     assert _digests(save) == before  # refused before training: no file written
 
 
+def test_more_epochs_of_a_cosine_schedule_derived_from_them_are_refused(tmp_path):
+    """T_max defaults to the epochs: the checkpoint's schedule ends at epoch 1, an uninterrupted 2-epoch run's
+    would not, so the continuation would not be the run it claims to be."""
+    save = tmp_path / "run"
+    run_hostile(save, epochs=1, scheduler="cos")
+    with pytest.raises(ValueError, match=r"scheduler_param.T_max: 1 \(checkpoint\) vs 2 \(this run\)"):
+        run_hostile(save, epochs=2, resume=True, scheduler="cos")
+
+
 def test_resume_with_more_epochs_and_other_allowed_settings_continues(tmp_path):
     save = tmp_path / "run"
     _trained_one_epoch(save)
