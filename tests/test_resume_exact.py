@@ -125,8 +125,12 @@ class _Head(PooledLinearHead):
 _task_dict = acc_ce_task_dict
 
 
+#: Training items per task: 3 and 2 batches of 4, so task b's iterator wraps around inside every epoch.
+TRAIN_SIZES = {"a": 12, "b": 8}
+
+
 def _multi_loaders(tasks, opts):
-    sizes = {"a": 12, "b": 8}  # 3 and 2 batches of 4: task b's iterator wraps around inside every epoch
+    sizes = TRAIN_SIZES
     out: dict[str, Any] = {}
     for k, split in enumerate(("train", "val", "test")):
         out[split] = {t: DataLoader(_Noisy(sizes[t] if split == "train" else 4, 10 * k + i, i),
@@ -161,16 +165,29 @@ def test_multi_input_resume_inside_a_wrapped_iterator_is_exact(tmp_path, monkeyp
     assert b["iterations"] == 6 and b["consumed"] == 0 and not b["active"]
 
 
-def test_resume_with_another_batch_size_warns_and_continues(tmp_path, monkeypatch):
+def test_resume_with_another_batch_size_is_refused(tmp_path, monkeypatch):
     save = tmp_path / "run"
     monkeypatch.setenv(STOP_ENV, "1")
     with pytest.raises(KeyboardInterrupt):
         run_experiment("resume-multi", "EW", "HPS", None, save, epochs=2, device="cpu", verbose=False)
     monkeypatch.delenv(STOP_ENV)
+    with pytest.raises(ValueError, match=r"other settings than this run's: .*train_bs: 4 \(checkpoint\) vs 2"):
+        run_experiment("resume-multi", "EW", "HPS", None, save, epochs=2, device="cpu", verbose=False,
+                       resume=True, train_bs=2)
+
+
+def test_resume_after_the_data_changed_warns_and_continues(tmp_path, monkeypatch):
+    """The same settings but other data (e.g. a dataset folder rewritten): the data order cannot be restored."""
+    save = tmp_path / "run"
+    monkeypatch.setenv(STOP_ENV, "1")
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment("resume-multi", "EW", "HPS", None, save, epochs=2, device="cpu", verbose=False)
+    monkeypatch.delenv(STOP_ENV)
+    monkeypatch.setitem(TRAIN_SIZES, "a", 24)
     with pytest.warns(RuntimeWarning, match=r"data order cannot be restored \(the a training loader gives 6 "
                                             r"batches per pass but the checkpoint's gave 3"):
         res = run_experiment("resume-multi", "EW", "HPS", None, save, epochs=2, device="cpu", verbose=False,
-                             resume=True, train_bs=2)
+                             resume=True)
     assert res["status"] == "complete" and res["epochs_done"] == 2
 
 

@@ -3,7 +3,9 @@
 Each run goes through the trainer (``libmtl_repmtl.training.run_experiment``) into its own folder
 ``OUT/<benchmark>/<method>/seed<k>/`` (single-task runs: ``OUT/<benchmark>/STL/seed<k>/<task>/``, one run per
 task). The grid is resumable: a run whose ``results.json`` is complete (all requested epochs) is skipped, and
-the command says so.
+the command says so; a folder whose run (finished, or to be resumed) was trained with other settings than the
+grid asks for (another option, seed or method setting: :mod:`libmtl_repmtl.training.settings`) is refused before
+anything runs, ``--dry-run`` too, listing each folder with its differing settings.
 
 Methods: any LibMTL weighting (``EW``, ``UW``, ``MGDA``, ...; architecture ``HPS``), the Rep-MTL presets of
 ``libmtl_repmtl.core.presets`` (architecture ``RepHPS``): ``RepMTL`` (the defaults), ``RepMTL-paper`` (the
@@ -39,7 +41,7 @@ from typing import Any
 
 from libmtl_repmtl.benchmarks import UnknownBenchmarkError, get
 from libmtl_repmtl.core.presets import PRESETS
-from libmtl_repmtl.harness.execute import Runner, execute
+from libmtl_repmtl.harness.execute import Runner, execute, refuse_settings_conflicts
 from libmtl_repmtl.harness.flags import check_seeds, check_weight_args, parse_dataset_paths, parse_options
 from libmtl_repmtl.harness.methods import ALL, all_weightings, left_out_of_all, method_specs
 from libmtl_repmtl.harness.plan import SUITES, RunSpec, benchmark_options, plan_grid, suite_methods
@@ -193,6 +195,11 @@ def main(argv: Sequence[str] | None = None, runner: Runner = run_experiment) -> 
     out = Path(args.out)
     if args.methods and _all_note(args.methods):
         print(_all_note(args.methods))
+    if not args.summary_only:
+        try:  # a finished run trained with other settings is neither reused nor overwritten (--dry-run too)
+            refuse_settings_conflicts(grid, desc["dataset_paths"], args.device)
+        except ValueError as exc:
+            raise SystemExit(f"error: {exc}") from None
     if args.dry_run:
         return _dry_run(grid, out)
     t0 = time.perf_counter()

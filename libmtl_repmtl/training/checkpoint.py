@@ -5,8 +5,10 @@ uninterrupted one: ``model``, ``optimizer``, ``scheduler``, ``grad_scaler`` (the
 GradScaler's with float16, else ``None``), ``rng`` (Python, NumPy, torch CPU and the run's CUDA device),
 ``data_order`` (the training loaders' positions, :mod:`~libmtl_repmtl.training.resume`), ``weighting_state``
 (the weighting's non-parameter state, e.g. DWA's ``train_loss_buffer``), ``batch_weight``, the recorder's
-``history``/``scores``/``best_epoch``/``best_score``, ``config`` and the run's identity (``task_name``,
-``weighting``, ``architecture``, ``epoch``, ``epochs_total``).
+``history``/``scores``/``best_epoch``/``best_score``, ``config``, ``settings`` (the part of ``config`` that
+defines what is trained: :func:`~libmtl_repmtl.training.settings.training_settings`; a resume with other settings
+is refused before anything is restored) and the run's identity (``task_name``, ``weighting``, ``architecture``,
+``epoch``, ``epochs_total``).
 
 ``best.pt`` (:data:`BEST_FORMAT`) holds what evaluation and the analyses read: ``model`` (the state dict),
 the identity, ``config``, ``epoch``, ``best_score`` and that epoch's public ``record`` (metrics, Δp); no
@@ -39,9 +41,11 @@ from libmtl_repmtl.training.resume import (
     restore_data_order,
     restore_rng_state,
 )
+from libmtl_repmtl.training.settings import NOT_SETTINGS, describe_differences, setting_differences, training_settings
 
-#: Format tag of ``last.pt`` (resume); 2: the score lists beside the history instead of inside its records.
-CHECKPOINT_FORMAT = "libmtl_repmtl.checkpoint/2"
+#: Format tag of ``last.pt`` (resume); 2: the score lists beside the history instead of inside its records;
+#: 3: ``settings``, the run's training settings, which a resume must match.
+CHECKPOINT_FORMAT = "libmtl_repmtl.checkpoint/3"
 #: Format tag of ``best.pt`` (evaluation).
 BEST_FORMAT = "libmtl_repmtl.best/1"
 
@@ -122,7 +126,8 @@ class Checkpointer:
             "grad_scaler": self.precision.state_dict(), "rng": capture_rng_state(self.device),
             "data_order": data_order_state(cursors),
             "weighting_state": weighting_state(self.model), "batch_weight": batch_weight[:, : epoch + 1].copy(),
-            **self.recorder.state_dict(), "config": to_jsonable(self.config), **self.identity.as_dict(),
+            **self.recorder.state_dict(), "config": to_jsonable(self.config),
+            "settings": training_settings(self.config), **self.identity.as_dict(),
         }
 
     def best_state(self, epoch: int) -> dict[str, Any]:
@@ -160,7 +165,8 @@ class Checkpointer:
 
         Raises:
             ValueError: another format (an older version's file), or a checkpoint of another run (tasks,
-                weighting or architecture differ).
+                weighting or architecture differ), or of this run with other training settings (the message
+                names each, the checkpoint's value and this run's); nothing is restored then.
         """
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"cannot resume from {source}: its format is {state.get('format')!r}, this version "
@@ -173,6 +179,7 @@ class Checkpointer:
             raise ValueError(f"cannot resume from {source}: it holds tasks/weighting/arch "
                              f"{tuple(theirs.values())}, this run is {tuple(mine.values())}; use another "
                              "--save_path or drop --resume")
+        self.check_settings(state, source)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:
@@ -188,6 +195,20 @@ class Checkpointer:
         restore_rng_state(state.get("rng") or {}, self.device)
         self.recorder.load_state_dict(state)
         return int(state["epoch"]) + 1
+
+    def check_settings(self, state: Mapping[str, Any], source: str) -> None:
+        """Refuse a checkpoint whose training settings differ from this run's :attr:`config`.
+
+        Raises:
+            ValueError: naming each differing setting with the checkpoint's value and this run's, and the fix.
+        """
+        diffs = setting_differences(state.get("settings") or {}, self.config)
+        if diffs:
+            allowed = ", ".join(sorted(NOT_SETTINGS - {"argv_params"}))
+            raise ValueError(f"cannot resume from {source}: it was trained with other settings than this run's: "
+                             f"{describe_differences(diffs, 'checkpoint', 'this run')}. Resume with the flags the "
+                             f"run was started with (only {allowed} may change), or use another --save_path (or "
+                             "drop --resume) to start a new run with these settings")
 
     def _restore_weighting_state(self, saved: Mapping[str, Any]) -> None:
         for k, v in saved.items():

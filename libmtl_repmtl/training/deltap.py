@@ -13,16 +13,20 @@ printed row and its units, :class:`~libmtl_repmtl.benchmarks.base.Baseline`; the
 within-angle ratios and accuracy as **fractions** (LibMTL's convention), the paper prints percent. Δp is
 unit-free per metric (a relative change), so it is the same whichever consistent units are used; only mixing
 the two breaks it, and :func:`validate_baseline` refuses percent values for fraction metrics of a benchmark
-that declares its units.
+that declares its units. :func:`resolve_baseline` is the one reader of a run's ``--baseline`` (the spec row, a
+file or a mapping).
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
-from libmtl_repmtl.benchmarks import Benchmark, find
+from libmtl_repmtl.benchmarks import Benchmark, canonical_name, find
 
 
 class DeltaP(NamedTuple):
@@ -180,4 +184,63 @@ def validate_baseline(table: Any, benchmark: str | None = None, source: str = "b
     return out
 
 
-__all__ = ["DeltaP", "delta_p", "partial_delta_p", "relative_changes", "validate_baseline"]
+def _metric_names(task_dict: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
+    return {t: list(d["metrics"]) for t, d in task_dict.items()}
+
+
+def resolve_baseline(spec: Benchmark, baseline: str | os.PathLike[str] | Mapping[str, Any] | None,
+                     task_dict: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, list[Any]] | None, str | None]:
+    """The Δp baseline (task -> values in metric order) and a description of its source.
+
+    ``baseline``: ``"spec"`` (the benchmark's own single-task row, :attr:`~Benchmark.baseline`, in metric
+    units; none for benchmarks without one), ``"none"`` /
+    ``None`` (no Δp), a JSON file (``{task: {metric: value}}`` or ``{task: [values]}``, metric units; a file
+    ``{benchmark: {...}}`` is accepted) or such a mapping. Every key must be a task of the benchmark (tasks this
+    run does not train are skipped); the run's tasks are checked by
+    :func:`libmtl_repmtl.training.deltap.validate_baseline` against the run's metrics (exact metric names, finite
+    non-zero numbers; fractions, not percent, for the paper's benchmarks).
+
+    Raises:
+        ValueError: unreadable file, a key that is no task of the benchmark, or values that do not match the
+            tasks' metrics (the message names the file, the task and what to fix).
+    """
+    names = _metric_names(task_dict)
+    if baseline is None or (isinstance(baseline, str) and baseline.lower() == "none"):
+        return None, None
+    if isinstance(baseline, str) and baseline.lower() == "spec":
+        if spec.baseline is None:
+            return None, None
+        raw: Any = spec.baseline.values
+        source = f"spec ({spec.name})"
+    elif isinstance(baseline, Mapping):
+        raw, source = baseline, "mapping"
+    else:
+        raw, source = _read_baseline_file(Path(os.fspath(baseline)).expanduser())
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"--baseline {source}: expected a JSON object task -> {{metric: value}}")
+    own = canonical_name(spec.name)  # a file {benchmark: {...}, ...} holding several benchmarks: this one's part
+    raw = next((v for k, v in raw.items() if isinstance(v, Mapping) and canonical_name(str(k)) == own), raw)
+    unknown = [t for t in raw if t not in spec.tasks]
+    if unknown:
+        raise ValueError(f"--baseline {source}: unknown task(s) {unknown} for {spec.name}; its tasks are "
+                         f"{list(spec.tasks)} (a file for several benchmarks: {{benchmark: {{task: ...}}}})")
+    table = {t: v for t, v in raw.items() if t in names}  # the benchmark's tasks that this run trains
+    if not table:
+        if source.startswith("spec"):
+            return None, source
+        raise ValueError(f"--baseline {source}: no entry for the tasks {list(names)}")
+    return validate_baseline(table, spec.name, source=source, metric_names=names), source
+
+
+def _read_baseline_file(path: Path) -> tuple[Any, str]:
+    """The JSON of a ``--baseline`` file and its name (errors name the file and the expected contents)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8")), str(path)
+    except OSError as exc:
+        raise ValueError(f"--baseline {path}: cannot read the file ({exc}); pass a JSON file "
+                         "{task: {metric: value}}, 'spec' or 'none'") from None
+    except ValueError as exc:
+        raise ValueError(f"--baseline {path}: not valid JSON ({exc})") from None
+
+
+__all__ = ["DeltaP", "delta_p", "partial_delta_p", "relative_changes", "resolve_baseline", "validate_baseline"]

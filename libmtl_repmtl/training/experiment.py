@@ -13,22 +13,21 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
+import inspect
 import os
 import random
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from libmtl_repmtl.benchmarks import Benchmark, canonical_name, get
+from libmtl_repmtl.benchmarks import get
 from libmtl_repmtl.libmtl.bases import LibMTL
 from libmtl_repmtl.libmtl.capabilities import resolve_architecture
 from libmtl_repmtl.training.amp import AmpConfig
-from libmtl_repmtl.training.deltap import validate_baseline
+from libmtl_repmtl.training.deltap import resolve_baseline
 from libmtl_repmtl.training.device import resolve_device
 from libmtl_repmtl.training.distributed import (
     DistEnv,
@@ -40,6 +39,8 @@ from libmtl_repmtl.training.distributed import (
 from libmtl_repmtl.training.options import run_options
 from libmtl_repmtl.training.precision import precision_for
 from libmtl_repmtl.training.protocols import trainable_weighting
+from libmtl_repmtl.training.run_config import RunPlan, run_config
+from libmtl_repmtl.training.settings import training_settings
 from libmtl_repmtl.training.strategy import strategy_for
 from libmtl_repmtl.training.trainer import MTLTrainer
 
@@ -109,65 +110,6 @@ def arch_args_for(architecture: type, params: argparse.Namespace | None = None,
     return out
 
 
-def _metric_names(task_dict: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
-    return {t: list(d["metrics"]) for t, d in task_dict.items()}
-
-
-def resolve_baseline(spec: Benchmark, baseline: str | os.PathLike[str] | Mapping[str, Any] | None,
-                     task_dict: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, list[Any]] | None, str | None]:
-    """The Δp baseline (task -> values in metric order) and a description of its source.
-
-    ``baseline``: ``"spec"`` (the benchmark's own single-task row, :attr:`~Benchmark.baseline`, in metric
-    units; none for benchmarks without one), ``"none"`` /
-    ``None`` (no Δp), a JSON file (``{task: {metric: value}}`` or ``{task: [values]}``, metric units; a file
-    ``{benchmark: {...}}`` is accepted) or such a mapping. Every key must be a task of the benchmark (tasks this
-    run does not train are skipped); the run's tasks are checked by
-    :func:`libmtl_repmtl.training.deltap.validate_baseline` against the run's metrics (exact metric names, finite
-    non-zero numbers; fractions, not percent, for the paper's benchmarks).
-
-    Raises:
-        ValueError: unreadable file, a key that is no task of the benchmark, or values that do not match the
-            tasks' metrics (the message names the file, the task and what to fix).
-    """
-    names = _metric_names(task_dict)
-    if baseline is None or (isinstance(baseline, str) and baseline.lower() == "none"):
-        return None, None
-    if isinstance(baseline, str) and baseline.lower() == "spec":
-        if spec.baseline is None:
-            return None, None
-        raw: Any = spec.baseline.values
-        source = f"spec ({spec.name})"
-    elif isinstance(baseline, Mapping):
-        raw, source = baseline, "mapping"
-    else:
-        raw, source = _read_baseline_file(Path(os.fspath(baseline)).expanduser())
-    if not isinstance(raw, Mapping):
-        raise ValueError(f"--baseline {source}: expected a JSON object task -> {{metric: value}}")
-    own = canonical_name(spec.name)  # a file {benchmark: {...}, ...} holding several benchmarks: this one's part
-    raw = next((v for k, v in raw.items() if isinstance(v, Mapping) and canonical_name(str(k)) == own), raw)
-    unknown = [t for t in raw if t not in spec.tasks]
-    if unknown:
-        raise ValueError(f"--baseline {source}: unknown task(s) {unknown} for {spec.name}; its tasks are "
-                         f"{list(spec.tasks)} (a file for several benchmarks: {{benchmark: {{task: ...}}}})")
-    table = {t: v for t, v in raw.items() if t in names}  # the benchmark's tasks that this run trains
-    if not table:
-        if source.startswith("spec"):
-            return None, source
-        raise ValueError(f"--baseline {source}: no entry for the tasks {list(names)}")
-    return validate_baseline(table, spec.name, source=source, metric_names=names), source
-
-
-def _read_baseline_file(path: Path) -> tuple[Any, str]:
-    """The JSON of a ``--baseline`` file and its name (errors name the file and the expected contents)."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8")), str(path)
-    except OSError as exc:
-        raise ValueError(f"--baseline {path}: cannot read the file ({exc}); pass a JSON file "
-                         "{task: {metric: value}}, 'spec' or 'none'") from None
-    except ValueError as exc:
-        raise ValueError(f"--baseline {path}: not valid JSON ({exc})") from None
-
-
 def set_seed(seed: int, device: torch.device) -> None:
     """Seed Python, NumPy and torch (and make cuDNN deterministic on CUDA, as LibMTL)."""
     random.seed(seed)
@@ -230,25 +172,17 @@ def run_experiment(benchmark: str, weighting: str | type, arch: str | type, data
         The results dict, as written to ``results.json`` (:mod:`~libmtl_repmtl.training.results`); under torchrun
         the same epoch records on every rank.
     """
-    spec = get(benchmark)
-    opts = run_options(spec, options, epochs=epochs, seed=seed, dataset_path=dataset_path)
-    run_tasks = list(tasks) if tasks else list(spec.tasks)
-    unknown = [t for t in run_tasks if t not in spec.tasks]
-    if unknown:
-        raise ValueError(f"{spec.name}: unknown task(s) {unknown}; tasks are {list(spec.tasks)}")
-
-    wcls, acls = _methods(weighting, arch)
-    wargs = weight_args_for(wcls, params, weight_args)
-    aargs = arch_args_for(acls, params, arch_args)
-    env, owned = _join_torchrun(wcls, dist_backend, device)
+    plan = _plan(benchmark, weighting, arch, dataset_path, epochs=epochs, seed=seed, tasks=tasks,
+                 weight_args=weight_args, arch_args=arch_args, params=params, options=options)
+    env, owned = _join_torchrun(plan.weighting, dist_backend, device)
     if env is not None:
         device = env.device
         if not env.is_main:
             verbose, progress = False, False  # rank 0 prints
     try:
-        results = _run(spec, opts, run_tasks, wcls, acls, wargs, aargs, save_path, seed=int(seed), device=device,
-                       rep_grad=rep_grad, baseline=baseline, resume=resume, progress=progress, verbose=verbose,
-                       params=params, amp=amp, sync_bn=sync_bn, env=env)
+        results = _run(plan, save_path, seed=int(seed), device=device, rep_grad=rep_grad, baseline=baseline,
+                       resume=resume, progress=progress, verbose=verbose, params=params, amp=amp, sync_bn=sync_bn,
+                       env=env)
     except BaseException:
         if owned and env is not None:
             cleanup(env)  # no barrier: a rank may be gone, and torchrun stops the others
@@ -259,6 +193,48 @@ def run_experiment(benchmark: str, weighting: str | type, arch: str | type, data
         barrier(env)
         cleanup(env)
     return results
+
+
+def planned_settings(benchmark: str, weighting: str | type, arch: str | type,
+                     dataset_path: str | os.PathLike[str] | None, save_path: str | os.PathLike[str],
+                     **kwargs: Any) -> dict[str, Any]:
+    """The training settings (:func:`~libmtl_repmtl.training.settings.training_settings`) that
+    ``run_experiment(benchmark, weighting, arch, dataset_path, save_path, **kwargs)`` would record, without
+    building or training anything (the harness compares them with those of a finished run). Its defaults are
+    ``run_experiment``'s; the device is taken as given (it is no training setting).
+
+    Raises:
+        ValueError: what ``run_experiment`` raises before building (unknown task, weighting or architecture).
+    """
+    call = inspect.signature(run_experiment).bind(benchmark, weighting, arch, dataset_path, save_path, **kwargs)
+    call.apply_defaults()
+    a = call.arguments
+    plan = _plan(benchmark, weighting, arch, dataset_path, epochs=a["epochs"], seed=a["seed"], tasks=a["tasks"],
+                 weight_args=a["weight_args"], arch_args=a["arch_args"], params=a["params"], options=a["options"])
+    return training_settings(run_config(plan, save_path, device=str(a["device"]), rep_grad=a["rep_grad"],
+                                        baseline=a["baseline"], resume=a["resume"], amp=a["amp"],
+                                        world_size=max(_torchrun_world_size(), 1), params=a["params"]))
+
+
+def _plan(benchmark: str, weighting: str | type, arch: str | type, dataset_path: str | os.PathLike[str] | None, *,
+          epochs: int | None, seed: int, tasks: Sequence[str] | None, weight_args: Mapping[str, Any] | None,
+          arch_args: Mapping[str, Any] | None, params: argparse.Namespace | None,
+          options: Mapping[str, Any]) -> RunPlan:
+    """What a run resolves from its arguments before building anything (merged options, tasks, classes and
+    hyper-parameters).
+
+    Raises:
+        ValueError: an unknown task, weighting or architecture.
+    """
+    spec = get(benchmark)
+    opts = run_options(spec, options, epochs=epochs, seed=seed, dataset_path=dataset_path)
+    run_tasks = list(tasks) if tasks else list(spec.tasks)
+    unknown = [t for t in run_tasks if t not in spec.tasks]
+    if unknown:
+        raise ValueError(f"{spec.name}: unknown task(s) {unknown}; tasks are {list(spec.tasks)}")
+    wcls, acls = _methods(weighting, arch)
+    return RunPlan(spec, opts, run_tasks, wcls, acls, weight_args_for(wcls, params, weight_args),
+                   arch_args_for(acls, params, arch_args))
 
 
 def _methods(weighting: str | type, arch: str | type) -> tuple[type, type]:
@@ -300,12 +276,11 @@ def _torchrun_world_size() -> int:
         raise ValueError(f"environment variable WORLD_SIZE={raw!r} is not an integer (torchrun sets it)") from None
 
 
-def _run(spec: Benchmark, opts: dict[str, Any], run_tasks: list[str], wcls: type, acls: type,
-         wargs: dict[str, Any], aargs: dict[str, Any], save_path: str | os.PathLike[str], *, seed: int,
-         device: str | torch.device, rep_grad: bool, baseline: Any, resume: bool, progress: bool | None,
-         verbose: bool, params: argparse.Namespace | None, amp: str, sync_bn: bool,
-         env: DistEnv | None) -> dict[str, Any]:
+def _run(plan: RunPlan, save_path: str | os.PathLike[str], *, seed: int, device: str | torch.device, rep_grad: bool,
+         baseline: Any, resume: bool, progress: bool | None, verbose: bool, params: argparse.Namespace | None,
+         amp: str, sync_bn: bool, env: DistEnv | None) -> dict[str, Any]:
     """Build the data, model and trainer of one run and train (:func:`run_experiment` after the checks)."""
+    spec, opts, run_tasks, wcls, acls, wargs, aargs = plan
     dev = resolve_device(device)
     AmpConfig.from_flag(dev, amp)  # refuse e.g. fp16 on the CPU before building anything
     if sync_bn and env is None:
@@ -315,28 +290,9 @@ def _run(spec: Benchmark, opts: dict[str, Any], run_tasks: list[str], wcls: type
     task_dict = spec.task_dict(run_tasks, opts)
     base, base_src = resolve_baseline(spec, baseline, task_dict)
     loaders = spec.dataloaders(run_tasks, opts)
-    optim_param = {"optim": opts["optim"], "lr": float(opts["lr"]), "weight_decay": float(opts["weight_decay"])}
-    if opts["optim"] == "sgd":
-        optim_param["momentum"] = float(opts["momentum"])
-    scheduler_param: dict[str, Any] | None = None
-    if opts.get("scheduler"):
-        scheduler_param = {"scheduler": opts["scheduler"]}
-        if opts["scheduler"] == "step":
-            scheduler_param.update(step_size=int(opts["step_size"]), gamma=float(opts["gamma"]))
-        elif opts["scheduler"] == "exp":
-            scheduler_param.update(gamma=float(opts["gamma"]))
-        elif opts["scheduler"] == "cos":
-            scheduler_param.update(T_max=int(opts.get("T_max") or opts["epochs"]))
-    config = {"benchmark": spec.name, "weighting": wcls.__name__, "arch": acls.__name__, "dataset_path":
-              opts["dataset_path"], "save_path": str(save_path), "tasks": run_tasks, "seed": int(seed),
-              "device": str(dev), "rep_grad": bool(rep_grad), "multi_input": spec.multi_input, "resume": bool(resume),
-              "baseline": baseline if not isinstance(baseline, Mapping) else "mapping",
-              "weight_args": wargs, "arch_args": aargs, "optim_param": optim_param,
-              "scheduler_param": scheduler_param,
-              **{k: v for k, v in opts.items() if k not in {"dataset_path", "seed"}}}
-    config.update(amp=str(amp), world_size=env.world_size if env is not None else 1)
-    if params is not None:
-        config["argv_params"] = {k: v for k, v in vars(params).items()}
+    config = run_config(plan, save_path, device=str(dev), rep_grad=rep_grad, baseline=baseline, resume=resume,
+                        amp=amp, world_size=env.world_size if env is not None else 1, params=params)
+    optim_param, scheduler_param = config["optim_param"], config["scheduler_param"]
     args = (task_dict, wcls, acls, spec.encoder_class(opts), spec.decoders(run_tasks, opts), bool(rep_grad),
             spec.multi_input, optim_param, scheduler_param, save_path)
     kwargs: dict[str, Any] = dict(device=dev, baseline=base, baseline_source=base_src, config=config,
@@ -351,5 +307,5 @@ def _run(spec: Benchmark, opts: dict[str, Any], run_tasks: list[str], wcls: type
     return trainer.results()
 
 
-__all__ = ["ParallelMTLTrainer", "arch_args_for", "libmtl_defaults", "resolve_baseline", "run_experiment",
-           "run_options", "set_seed", "weight_args_for"]
+__all__ = ["ParallelMTLTrainer", "arch_args_for", "libmtl_defaults", "planned_settings", "resolve_baseline",
+           "run_experiment", "run_options", "set_seed", "weight_args_for"]

@@ -357,8 +357,8 @@ class MTLTrainer(EpochLoop, LibMTL.Trainer):
         """Restore a ``last.pt`` (:meth:`Checkpointer.restore`): the run continues after its epoch.
 
         Raises:
-            ValueError: another format, or the checkpoint belongs to another run (tasks, weighting or
-                architecture differ).
+            ValueError: another format, a checkpoint of another run (tasks, weighting or architecture differ)
+                or of other training settings (the message names them).
         """
         state = self.checkpointer.load(path)
         self.start_epoch = self.checkpointer.restore(state, str(path), self.batch_weight, self._train_cursors)
