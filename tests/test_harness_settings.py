@@ -89,3 +89,20 @@ def test_an_interrupted_run_with_other_settings_is_refused_before_resuming(tmp_p
     assert _digest(run) == before
     assert main(argv) == 0  # the same settings: resumed and finished
     assert json.loads((run / "results.json").read_text())["epochs_done"] == 2
+
+
+def test_settings_the_previous_version_recorded_and_this_one_does_not_are_no_difference(trained: Path) -> None:
+    """A finished run of the previous version records ``aug`` and ``encoder`` for digits (which never read them):
+    still the same run. A setting this version records that the run lacks is still a difference."""
+    results = trained / "digits" / "EW" / "seed0" / "results.json"
+    grid = plan_grid(["digits"], ["EW"], [0], trained, {"digits": {"epochs": 1, "max_per_domain": 20,
+                                                                   "batch_size": 16}})
+    assert settings_conflicts(grid) == []
+    data = json.loads(results.read_text())
+    data["config"].update(aug=False, encoder=None)  # as the previous version wrote them
+    results.write_text(json.dumps(data))
+    assert settings_conflicts(grid) == []
+    del data["config"]["lr"]
+    results.write_text(json.dumps(data))
+    [conflict] = settings_conflicts(grid)
+    assert conflict.differences == {"lr": ("(not recorded)", 0.01)}
