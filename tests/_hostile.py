@@ -45,16 +45,6 @@ class Data(Dataset):
         return item
 
 
-class Enc(TinyConvEncoder):
-    def __init__(self) -> None:
-        super().__init__(width=4)
-
-
-class ClsHead(PooledLinearHead):
-    def __init__(self) -> None:
-        super().__init__(width=4)
-
-
 class _Diverging(AbsLoss):
     """A loss that is infinite from the ``at``-th batch on (a model that diverges on finite data)."""
 
@@ -88,8 +78,8 @@ def _loaders(tasks, opts):
 
 register(Benchmark(
     name="hostile", tasks=TASKS, multi_input=False, has_val=True, task_dict=task_dict, dataloaders=_loaders,
-    encoder_class=lambda o: Enc,
-    decoders=lambda tasks, o: nn.ModuleDict({"cls": ClsHead(), "depth": nn.Conv2d(4, 1, 1)}),
+    encoder_class=lambda o: TinyConvEncoder,
+    decoders=lambda tasks, o: nn.ModuleDict({"cls": PooledLinearHead(), "depth": nn.Conv2d(4, 1, 1)}),
     defaults={"epochs": 2, "train_bs": 4, "lr": 1e-2},
     options={"diverge_at": int, "poison": object, "poison_split": str, "poison_from": int, "empty": str}))
 

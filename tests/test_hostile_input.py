@@ -26,7 +26,8 @@ from libmtl_repmtl.data.dense import DatasetFormatError
 from libmtl_repmtl.training import run_experiment
 from libmtl_repmtl.training.checks import BatchDataError
 from libmtl_repmtl.training.trainer import STOP_ENV, MTLTrainer, NonFiniteLossError
-from tests._hostile import TASKS, ClsHead, Data, Enc, failed, no_partial_files, run_hostile, task_dict
+from tests._hostile import TASKS, Data, failed, no_partial_files, run_hostile, task_dict
+from tests._models import PooledLinearHead, TinyConvEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,7 +82,8 @@ def test_bad_batches_name_step_and_task(tmp_path, poison, split, poison_from, wh
 
 
 def test_nan_input_stops_before_any_parameter_update():
-    tr = MTLTrainer(task_dict(TASKS, {}), "EW", "HPS", Enc, {"cls": ClsHead(), "depth": nn.Conv2d(4, 1, 1)},
+    tr = MTLTrainer(task_dict(TASKS, {}), "EW", "HPS", TinyConvEncoder,
+                    {"cls": PooledLinearHead(), "depth": nn.Conv2d(4, 1, 1)},
                     False, False, {"optim": "adam", "lr": 1e-2}, None, device="cpu", verbose=False)
     before = {k: v.clone() for k, v in tr.model.state_dict().items()}
     train = DataLoader(Data(8, 0, _nan_input, poison_from=5), batch_size=4)  # item 5: batch 1
@@ -123,7 +125,8 @@ def test_empty_evaluation_split(tmp_path, split):
 
 
 def test_empty_task_split_multi_input():
-    tr = MTLTrainer(task_dict(TASKS, {}), "EW", "HPS", Enc, {"cls": ClsHead(), "depth": nn.Conv2d(4, 1, 1)},
+    tr = MTLTrainer(task_dict(TASKS, {}), "EW", "HPS", TinyConvEncoder,
+                    {"cls": PooledLinearHead(), "depth": nn.Conv2d(4, 1, 1)},
                     False, True, {"optim": "adam", "lr": 1e-2}, None, device="cpu", verbose=False)
     full = {t: DataLoader(Data(4, 0), batch_size=4) for t in TASKS}
     empty = {**full, "depth": DataLoader(Data(0, 0), batch_size=4)}

@@ -112,16 +112,6 @@ class _Noisy(Dataset):
         return self.x[i] + noise, self.y[i]
 
 
-class _Enc(TinyConvEncoder):
-    def __init__(self) -> None:
-        super().__init__(width=4)
-
-
-class _Head(PooledLinearHead):
-    def __init__(self) -> None:
-        super().__init__(width=4)
-
-
 _task_dict = acc_ce_task_dict
 
 
@@ -143,8 +133,8 @@ def _multi_loaders(tasks, opts):
 
 register(Benchmark(
     name="resume-multi", tasks=TASKS, multi_input=True, has_val=True, task_dict=_task_dict,
-    dataloaders=_multi_loaders, encoder_class=lambda o: _Enc,
-    decoders=lambda tasks, o: nn.ModuleDict({t: _Head() for t in tasks}),
+    dataloaders=_multi_loaders, encoder_class=lambda o: TinyConvEncoder,
+    decoders=lambda tasks, o: nn.ModuleDict({t: PooledLinearHead() for t in tasks}),
     defaults={"epochs": 4, "train_bs": 4, "lr": 1e-2},
     baseline=Baseline.in_metric_units({"a": [0.5], "b": [0.5]})))
 
@@ -165,12 +155,17 @@ def test_multi_input_resume_inside_a_wrapped_iterator_is_exact(tmp_path, monkeyp
     assert b["iterations"] == 6 and b["consumed"] == 0 and not b["active"]
 
 
-def test_resume_with_another_batch_size_is_refused(tmp_path, monkeypatch):
-    save = tmp_path / "run"
+def _stopped_after_one_epoch(monkeypatch, save: Path) -> Path:
+    """``save`` holding an EW run of ``resume-multi`` interrupted after the first of its 2 epochs."""
     monkeypatch.setenv(STOP_ENV, "1")
     with pytest.raises(KeyboardInterrupt):
         run_experiment("resume-multi", "EW", "HPS", None, save, epochs=2, device="cpu", verbose=False)
     monkeypatch.delenv(STOP_ENV)
+    return save
+
+
+def test_resume_with_another_batch_size_is_refused(tmp_path, monkeypatch):
+    save = _stopped_after_one_epoch(monkeypatch, tmp_path / "run")
     with pytest.raises(ValueError, match=r"other settings than this run's: .*train_bs: 4 \(checkpoint\) vs 2"):
         run_experiment("resume-multi", "EW", "HPS", None, save, epochs=2, device="cpu", verbose=False,
                        resume=True, train_bs=2)
@@ -178,11 +173,7 @@ def test_resume_with_another_batch_size_is_refused(tmp_path, monkeypatch):
 
 def test_resume_after_the_data_changed_warns_and_continues(tmp_path, monkeypatch):
     """The same settings but other data (e.g. a dataset folder rewritten): the data order cannot be restored."""
-    save = tmp_path / "run"
-    monkeypatch.setenv(STOP_ENV, "1")
-    with pytest.raises(KeyboardInterrupt):
-        run_experiment("resume-multi", "EW", "HPS", None, save, epochs=2, device="cpu", verbose=False)
-    monkeypatch.delenv(STOP_ENV)
+    save = _stopped_after_one_epoch(monkeypatch, tmp_path / "run")
     monkeypatch.setitem(TRAIN_SIZES, "a", 24)
     with pytest.warns(RuntimeWarning, match=r"data order cannot be restored \(the a training loader gives 6 "
                                             r"batches per pass but the checkpoint's gave 3"):
