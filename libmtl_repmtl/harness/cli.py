@@ -193,8 +193,9 @@ def main(argv: Sequence[str] | None = None, runner: Runner = run_experiment) -> 
     args = build_parser().parse_args(argv)
     grid, desc = resolve_grid(args)
     out = Path(args.out)
-    if args.methods and _all_note(args.methods):
-        print(_all_note(args.methods))
+    note = _all_note(args.methods or [])
+    if note:
+        print(note)
     if not args.summary_only:
         try:  # a finished run trained with other settings is neither reused nor overwritten (--dry-run too)
             refuse_settings_conflicts(grid, desc["dataset_paths"], args.device)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from libmtl_repmtl.harness.plan import RunSpec
-from libmtl_repmtl.harness.runs import is_complete
+from libmtl_repmtl.harness.runs import is_complete, read_complete
 from libmtl_repmtl.training.experiment import planned_settings, run_experiment
 from libmtl_repmtl.training.io import atomic_write_text
 from libmtl_repmtl.training.results import ResultsFileError, read_results
@@ -54,14 +54,15 @@ def run_arguments(run: RunSpec, dataset_path: str | None, device: str) -> tuple[
 def _recorded_config(run: RunSpec) -> dict[str, Any] | None:
     """The configuration recorded in the run's folder when the grid would reuse that run (skip it as finished,
     or resume it from its ``last.pt``); ``None`` when it would train afresh or the results record none."""
-    finished = is_complete(run.save_path, run.options.get("epochs"))
-    if not finished and not (run.save_path / "last.pt").exists():
-        return None
-    try:
-        config = dict(read_results(run.save_path / "results.json").config)
-    except ResultsFileError:
-        return None
-    return config or None  # no configuration: results written by another runner than run_experiment
+    res = read_complete(run.save_path, run.options.get("epochs"))
+    if res is None:
+        if not (run.save_path / "last.pt").exists():
+            return None
+        try:
+            res = read_results(run.save_path / "results.json")
+        except ResultsFileError:
+            return None
+    return dict(res.config) or None  # no configuration: results written by another runner than run_experiment
 
 
 def settings_conflicts(grid: Sequence[RunSpec], dataset_paths: Mapping[str, str | None] | None = None,
